@@ -1,0 +1,3 @@
+#!/bin/sh
+# autogen.sh - generate configure (same as autoreconf -fi).
+exec autoreconf -fi "$(dirname "$0")"

@@ -1,0 +1,179 @@
+/*
+ * storage.c - brings storage completions from storage threads back to the
+ * loop thread.  A storage plugin finishes each operation with io_done();
+ * that pushes the pmq_io onto a mutex-protected queue and activates one
+ * libevent event; the loop then runs the completions in the order they were
+ * finished.  post() rides on the same queue.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include <event2/event.h>
+
+#include "logger.h"
+#include "storage.h"
+
+struct pmq_io {
+	storage_io_fn fn;
+	void *arg;
+	void (*post_fn)(void *);  /* set for post(): fn is unused */
+	int status;
+	int64_t value;
+	void *data;
+	size_t len;
+	void (*free_fn)(void *);
+	struct pmq_io *next;
+};
+
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pmq_io *q_head, *q_tail;
+static struct event *q_event;
+static int q_closed;
+static atomic_size_t q_pending;
+static struct storage *active;
+
+static void
+queue_push(struct pmq_io *io)
+{
+	int wake;
+
+	pthread_mutex_lock(&q_lock);
+	io->next = NULL;
+	if (q_tail != NULL)
+		q_tail->next = io;
+	else
+		q_head = io;
+	q_tail = io;
+	wake = q_event != NULL;
+	/* event_active is thread-safe once evthread_use_pthreads() ran. */
+	if (wake)
+		event_active(q_event, EV_READ, 0);
+	pthread_mutex_unlock(&q_lock);
+}
+
+size_t
+storage_io_run(void)
+{
+	struct pmq_io *list, *io;
+	size_t n = 0;
+
+	pthread_mutex_lock(&q_lock);
+	list = q_head;
+	q_head = q_tail = NULL;
+	pthread_mutex_unlock(&q_lock);
+	while ((io = list) != NULL) {
+		list = io->next;
+		if (io->post_fn != NULL)
+			io->post_fn(io->arg);
+		else {
+			if (io->fn != NULL)
+				io->fn(io->arg, io->status, io->value, io->data,
+				    io->len);
+			if (io->free_fn != NULL)
+				io->free_fn(io->data);
+			atomic_fetch_sub(&q_pending, 1);
+		}
+		free(io);
+		n++;
+	}
+	return n;
+}
+
+static void
+queue_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	storage_io_run();
+}
+
+int
+storage_io_init(struct event_base *base)
+{
+	q_event = event_new(base, -1, 0, queue_cb, NULL);
+	if (q_event == NULL)
+		return PMQ_ERR_NOMEM;
+	q_closed = 0;
+	return PMQ_OK;
+}
+
+void
+storage_io_shutdown(void)
+{
+	storage_io_run();
+	pthread_mutex_lock(&q_lock);
+	q_closed = 1;
+	if (q_event != NULL)
+		event_free(q_event);
+	q_event = NULL;
+	pthread_mutex_unlock(&q_lock);
+	storage_io_run();
+}
+
+struct pmq_io *
+storage_io_new(storage_io_fn fn, void *arg)
+{
+	struct pmq_io *io = calloc(1, sizeof *io);
+
+	if (io == NULL)
+		return NULL;
+	io->fn = fn;
+	io->arg = arg;
+	atomic_fetch_add(&q_pending, 1);
+	return io;
+}
+
+void
+storage_io_done(struct pmq_io *io, int status, int64_t value)
+{
+	io->status = status;
+	io->value = value;
+	queue_push(io);
+}
+
+void
+storage_io_done_data(struct pmq_io *io, int status, void *data, size_t len,
+    void (*free_fn)(void *))
+{
+	io->status = status;
+	io->data = data;
+	io->len = len;
+	io->free_fn = free_fn;
+	queue_push(io);
+}
+
+int
+storage_post(void (*fn)(void *), void *arg)
+{
+	struct pmq_io *io;
+
+	if (q_closed)
+		return PMQ_ERR_CLOSED;
+	io = calloc(1, sizeof *io);
+	if (io == NULL)
+		return PMQ_ERR_NOMEM;
+	io->post_fn = fn;
+	io->arg = arg;
+	queue_push(io);
+	return PMQ_OK;
+}
+
+size_t
+storage_io_pending(void)
+{
+	return atomic_load(&q_pending);
+}
+
+struct storage *
+storage_get(void)
+{
+	return active;
+}
+
+void
+storage_set(struct storage *s)
+{
+	active = s;
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# scripts/build.sh [BUILDDIR [configure args...]] - generate, configure
+# (once) and build plexmq in BUILDDIR (default: the source tree).
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+[ -x configure ] || autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
+bdir=${1:-$top}
+[ $# -gt 0 ] && shift
+mkdir -p "$bdir"
+cd "$bdir"
+if [ ! -f Makefile ]; then
+	"$top/configure" --enable-werror "$@" >/dev/null || {
+		echo "build: configure failed; see $bdir/config.log" >&2; exit 1; }
+fi
+make -j"$(nproc)" >/dev/null
