@@ -10,7 +10,8 @@
  * counts lines and tracks sections itself, because inih reports neither a
  * line number to the handler nor an empty or repeated section.  On the first
  * error the reader returns NULL, which ends inih's loop, so the message kept
- * in struct parser is always the first problem in the file.
+ * in struct parser is the first problem met; whole-file checks (required
+ * keys, at least one listener) run after the last line.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -313,53 +314,63 @@ filter_problem(const char *f)
 	}
 }
 
-/* Split "HOST:PORT" or "[V6]:PORT".  On success *host and *port are new
- * strings (port canonical decimal); else returns why not. */
-static const char *
-parse_addr(const char *tok, char **host, char **port)
+/* Split "HOST:PORT" or "[V6]:PORT" into a->host and a->port (canonical
+ * decimal, so "080" and "80" compare equal).  PMQ_ERR_CONFIG sets *why. */
+static int
+parse_addr(const char *tok, struct config_addr *a, const char **why)
 {
-	const char *h, *h_end, *pt;
+	const char *h, *h_end, *pt = NULL;
 	char buf[24];
 	long n;
 	size_t i;
 
+	*why = NULL;
 	if (tok[0] == '[') {
 		h = tok + 1;
 		h_end = strchr(h, ']');
 		if (h_end == NULL)
-			return "missing ']' after an IPv6 address";
-		if (h_end[1] != ':')
-			return "expected ':PORT' after ']'";
-		pt = h_end + 2;
+			*why = "missing ']' after an IPv6 address";
+		else if (h_end[1] != ':')
+			*why = "expected ':PORT' after ']'";
+		else
+			pt = h_end + 2;
 	} else {
 		h = tok;
 		h_end = strrchr(tok, ':');
 		if (h_end == NULL)
-			return "expected HOST:PORT";
-		if (memchr(h, ':', (size_t)(h_end - h)) != NULL)
-			return "write an IPv6 address in brackets, as [::1]:1883";
-		pt = h_end + 1;
+			*why = "expected HOST:PORT";
+		else if (memchr(h, ':', (size_t)(h_end - h)) != NULL)
+			*why = "write an IPv6 address in brackets, as [::1]:1883";
+		else
+			pt = h_end + 1;
 	}
-	if (h_end == h)
-		return "empty host (use 0.0.0.0 or [::] for every address)";
-	if (*pt == '\0')
-		return "missing port";
-	for (i = 0; pt[i] != '\0'; i++)
-		if (!isdigit((unsigned char)pt[i]) || i >= 5)
-			return "the port must be a number from 0 to 65535";
+	if (pt == NULL)
+		return PMQ_ERR_CONFIG;
+	if (h_end == h) {
+		*why = "empty host (use 0.0.0.0 or [::] for every address)";
+		return PMQ_ERR_CONFIG;
+	}
+	if (*pt == '\0') {
+		*why = "missing port";
+		return PMQ_ERR_CONFIG;
+	}
+	for (i = 0; pt[i] != '\0'; i++) {
+		if (!isdigit((unsigned char)pt[i]) || i >= 5) {
+			*why = "the port must be a number from 0 to 65535";
+			return PMQ_ERR_CONFIG;
+		}
+	}
 	n = strtol(pt, NULL, 10);
-	if (n > 65535)
-		return "the port must be a number from 0 to 65535";
-	snprintf(buf, sizeof(buf), "%ld", n);
-	*host = strndup(h, (size_t)(h_end - h));
-	*port = strdup(buf);
-	if (*host == NULL || *port == NULL) {
-		free(*host);
-		free(*port);
-		*host = *port = NULL;
-		return NULL; /* the caller sees NULL strings: out of memory */
+	if (n > 65535) {
+		*why = "the port must be a number from 0 to 65535";
+		return PMQ_ERR_CONFIG;
 	}
-	return NULL;
+	snprintf(buf, sizeof(buf), "%ld", n);
+	a->host = strndup(h, (size_t)(h_end - h));
+	a->port = strdup(buf);
+	if (a->host == NULL || a->port == NULL)
+		return PMQ_ERR_NOMEM; /* config_free releases the other */
+	return PMQ_OK;
 }
 
 static int
@@ -385,16 +396,14 @@ add_listen(struct parser *p, struct config_listener *l, const char *value)
 		a = &l->listen[l->n_listen++];
 		added++;
 		a->line = p->line;
-		why = parse_addr(tok, &a->host, &a->port);
-		if (why != NULL) {
-			l->n_listen--;
-			rc = perr(p, p->line, PMQ_ERR_CONFIG,
-			    "invalid listen address '%s': %s", tok, why);
+		rc = parse_addr(tok, a, &why);
+		if (rc == PMQ_ERR_NOMEM) {
+			rc = nomem(p);
 			break;
 		}
-		if (a->host == NULL) {
-			l->n_listen--;
-			rc = nomem(p);
+		if (rc != PMQ_OK) {
+			rc = perr(p, p->line, PMQ_ERR_CONFIG,
+			    "invalid listen address '%s': %s", tok, why);
 			break;
 		}
 		/* Port 0 binds a fresh ephemeral port each time: no clash. */

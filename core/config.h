@@ -46,7 +46,8 @@
  *     anything after " ;" (whitespace then ';') on a key line.  So no value
  *     can contain " ;".  " #" inside a value is rejected (it is not a
  *     comment there, and a shell-style comment would otherwise be taken as
- *     part of the value); a value may not begin with ';'.
+ *     part of the value); a value may not begin with ';'.  Quotes are
+ *     not special: they are part of the value.
  *   - Indentation is ignored.  Multi-line (continuation) values are not
  *     supported: an indented line is an ordinary line.
  *   - A line may hold at most CONFIG_LINE_MAX characters after indentation
@@ -155,7 +156,8 @@ struct config {
  * caller, freed with config_free().  On error *out is NULL, err holds one
  * line "path:line: reason" (or "path: reason"), and the result is
  * PMQ_ERR_CONFIG (bad content), PMQ_ERR_IO (cannot open or read) or
- * PMQ_ERR_NOMEM.  err may be NULL when err_len is 0.
+ * PMQ_ERR_NOMEM.  err may be NULL when err_len is 0.  Nothing is logged:
+ * the caller reports err once (before the logger is even configured).
  */
 int config_load(const char *path, struct config **out, char *err,
     size_t err_len);

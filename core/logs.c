@@ -11,8 +11,6 @@
  * deleting) and reports PMQ_ERR_NOTFOUND instead of touching freed memory.
  */
 #include <assert.h>
-#include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -903,7 +901,7 @@ logs_append(const char *topic, int32_t partition, const void *batch,
 
 	if (closing)
 		return PMQ_ERR_CLOSED;
-	if (batch == NULL || done == NULL)
+	if (batch == NULL)
 		return PMQ_ERR_INVAL;
 	p = logs_part_find(topic, partition);
 	if (p == NULL)
@@ -1121,8 +1119,9 @@ logs_op_complete(struct op *op, int status, int64_t value, const void *data,
 		break;
 	case OP_APPEND:
 		status = logs_append_finish(op, status, value);
-		op->cb.append(op->arg, status,
-		    status == PMQ_OK ? op->base : -1);
+		if (op->cb.append != NULL)
+			op->cb.append(op->arg, status,
+			    status == PMQ_OK ? op->base : -1);
 		break;
 	case OP_PUBLISH: {
 		struct pmq_publish_result r = {.size = sizeof r,
@@ -1510,7 +1509,6 @@ logs_shutdown(void)
 {
 	struct timespec ts = {0, 1000000};
 	int64_t deadline;
-	size_t i;
 
 	if (!initialized)
 		return;
@@ -1548,5 +1546,4 @@ logs_shutdown(void)
 	n_topics = cap_topics = 0;
 	logs_rules_free();
 	initialized = 0;
-	(void)i;
 }

@@ -72,9 +72,10 @@ int logs_init(const struct config_rule *rules, size_t n_rules);
 /*
  * Stop: wake every waiter with PMQ_ERR_CANCELED, refuse new operations
  * with PMQ_ERR_CLOSED, let this layer's pending storage operations
- * complete (their callbacks run normally; this waits for them with
- * storage_io_run(), so call it before the storage stops), then close every
- * log and free everything.  Safe to call twice.
+ * complete (their callbacks run normally; this runs storage_io_run() until
+ * they have, for at most 10 s), then close every log (ops->log_close) and
+ * free everything.  Call it while the storage still runs or after its stop
+ * (which completes every io), but before its destroy.  Safe to call twice.
  */
 void logs_shutdown(void);
 

@@ -76,7 +76,7 @@ struct pmq_storage_ops {
 	int (*log_list)(void *st, pmq_log_list_fn fn, void *arg);
 	/* Open (creating if absent) one topic-partition.  Returns a handle
 	 * owned by the plugin until log_close or log_remove, or NULL with
-	 * *err set. */
+	 * *err set.  The host opens each topic-partition at most once. */
 	void *(*log_open)(void *st, const char *topic, int32_t partition,
 	                  struct pmq_log_state *out, int *err);
 	void (*log_close)(void *st, void *log);
@@ -92,7 +92,8 @@ struct pmq_storage_ops {
 	void (*log_read)(void *st, void *log, int64_t offset, size_t max_bytes,
 	                 int64_t limit, pmq_io *io);
 	/* Drop whole batches that end before new_start (retention).  io
-	 * value: the new log start offset. */
+	 * value: the new log start offset.  PMQ_ERR_RANGE if new_start is
+	 * past the log end. */
 	void (*log_trim)(void *st, void *log, int64_t new_start, pmq_io *io);
 	/* Delete the topic-partition and everything in it; the handle is
 	 * invalid once io completes. */
@@ -106,13 +107,15 @@ struct pmq_storage_ops {
 	void (*kv_put)(void *st, const char *ns, const void *key,
 	               size_t key_len, const void *val, size_t val_len,
 	               pmq_io *io);
+	/* Deleting a key that is not there completes with PMQ_OK. */
 	void (*kv_del)(void *st, const char *ns, const void *key,
 	               size_t key_len, pmq_io *io);
 	/* PMQ_OK with *val a new malloc() buffer the host frees, or
 	 * PMQ_ERR_NOTFOUND. */
 	int (*kv_get)(void *st, const char *ns, const void *key, size_t key_len,
 	              void **val, size_t *val_len);
-	/* In key order; fn returns non-zero to stop. */
+	/* In key order; fn returns non-zero to stop.  fn may call kv_put and
+	 * kv_del; whether the scan then sees those writes is unspecified. */
 	int (*kv_scan)(void *st, const char *ns, const void *prefix,
 	               size_t prefix_len,
 	               int (*fn)(void *arg, const void *key, size_t key_len,

@@ -351,6 +351,7 @@ static void *worker(void *arg)
 {
 	struct mem *m = arg;
 	struct op *o;
+	int stopping;
 
 	pthread_mutex_lock(&m->mu);
 	for (;;) {
@@ -363,12 +364,12 @@ static void *worker(void *arg)
 		if (m->head == NULL)
 			m->tail = NULL;
 		m->busy = 1;
+		stopping = m->stopping;
 		pthread_mutex_unlock(&m->mu);
 
 		/* The delay is skipped once stopping: stop must finish
 		 * every op but need not pretend to be slow. */
-		if (m->delay_ms > 0 && !__atomic_load_n(&m->stopping,
-		                                        __ATOMIC_RELAXED))
+		if (m->delay_ms > 0 && !stopping)
 			sleep_ms(m->delay_ms);
 		if (o->status == PMQ_OK) {
 			switch (o->kind) {
@@ -554,7 +555,7 @@ static void mem_stop(void *st)
 	if (!m->running)
 		return;
 	pthread_mutex_lock(&m->mu);
-	__atomic_store_n(&m->stopping, 1, __ATOMIC_RELAXED);
+	m->stopping = 1;
 	pthread_cond_signal(&m->work_cv);
 	pthread_mutex_unlock(&m->mu);
 	/* The worker completes everything queued, then exits. */
@@ -610,7 +611,6 @@ static int mem_log_list(void *st, pmq_log_list_fn fn, void *arg)
 	struct mem *m = st;
 	struct mlog **snap;
 	size_t i, n;
-	int rc = PMQ_OK;
 
 	wait_idle(m); /* pending removes count */
 	/* fn may call log_open, so it runs without the lock, on a copy. */
@@ -627,7 +627,7 @@ static int mem_log_list(void *st, pmq_log_list_fn fn, void *arg)
 	for (i = 0; i < n; i++)
 		fn(arg, snap[i]->topic, snap[i]->partition);
 	free(snap);
-	return rc;
+	return PMQ_OK;
 }
 
 static void *mem_log_open(void *st, const char *topic, int32_t partition,

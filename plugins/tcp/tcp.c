@@ -159,7 +159,7 @@ tcp_fail(struct tcp_conn *tc, const char *fmt, ...)
 	api->conn_close(tc->c, 1);
 }
 
-/* Fill a slot with one line and close it. */
+/* Put one line in a request's slot (tcp_req_free closes the slot). */
 static void PMQ_PRINTF(2, 3)
 tcp_slot_reply(pmq_slot *s, const char *fmt, ...)
 {
@@ -176,7 +176,6 @@ tcp_slot_reply(pmq_slot *s, const char *fmt, ...)
 		n = sizeof buf - 2;
 	buf[n++] = '\n';
 	api->slot_send(s, buf, (size_t)n);
-	api->slot_close(s);
 }
 
 /* A request that will be answered by a completion: reserve its reply slot
@@ -199,29 +198,23 @@ tcp_req_new(struct tcp_conn *tc)
 	return req;
 }
 
-/* The request is answered (or the connection gone): drop it, and resume
- * parsing if we had stopped at TCP_MAX_PENDING. */
+/*
+ * The request is answered (or its connection gone): close its slot, which
+ * lets its answer leave, drop it, and resume parsing if we had stopped at
+ * TCP_MAX_PENDING.  The slot is closed even after conn_closed: the host
+ * keeps a slot until slot_close, which then just frees it.
+ */
 static void
 tcp_req_free(struct tcp_req *req)
 {
 	struct tcp_conn *tc = req->tc;
 
+	api->slot_close(req->slot);
 	free(req);
 	tc->pending--;
 	if (tc->c != NULL && tc->paused && !tc->closing)
 		tcp_parse(tc);
 	tcp_conn_unref(tc);
-}
-
-/*
- * The slot of a request whose connection closed was discarded by the host
- * (host.h, slot_open): then we must not touch it.  Returns the slot, or
- * NULL when the answer has nowhere to go.
- */
-static pmq_slot *
-tcp_req_slot(struct tcp_req *req)
-{
-	return req->tc->c != NULL ? req->slot : NULL;
 }
 
 /* Decimal without sign, at most max.  0 or -1. */
@@ -282,14 +275,15 @@ static void
 tcp_pub_done(void *arg, int status, const struct pmq_publish_result *res)
 {
 	struct tcp_req *req = arg;
-	pmq_slot *s = tcp_req_slot(req);
 
 	(void)res;
-	if (s != NULL) {
+	/* After conn_closed (c == NULL) the answer has nowhere to go. */
+	if (req->tc->c != NULL) {
 		if (status == PMQ_OK)
-			tcp_slot_reply(s, "+OK");
+			tcp_slot_reply(req->slot, "+OK");
 		else
-			tcp_slot_reply(s, "-ERR %s", tcp_pub_strerror(status));
+			tcp_slot_reply(req->slot, "-ERR %s",
+			               tcp_pub_strerror(status));
 	}
 	tcp_req_free(req);
 }
@@ -476,11 +470,11 @@ tcp_read_done(void *arg, int status, const void *data, size_t len,
               const struct pmq_log_offsets *offs)
 {
 	struct tcp_req *req = arg;
-	pmq_slot *s = tcp_req_slot(req);
+	pmq_slot *s = req->slot;
 	int rc;
 
 	(void)offs;
-	if (s == NULL) {
+	if (req->tc->c == NULL) { /* gone: nobody to answer */
 		tcp_req_free(req);
 		return;
 	}

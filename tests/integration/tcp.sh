@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/bin/sh
 # tcp.sh - end-to-end test of the tcp transport (docs/tcp-protocol.md).
 #
 # Starts a private plexmqd on a free loopback port with the memory storage,
@@ -54,17 +54,29 @@ s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
 }
 
-# Bounded wait until the daemon accepts on $port (or dies).
+# Bounded wait (10 s) until the daemon accepts on $port; fails at once if
+# it exits.  Its exit leaves a zombie until we wait, so look at its state.
 wait_port() {
-	local i
-	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || return 1
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
+	python3 - "$port" "$pid" <<'EOF'
+import os, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+def alive():
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and alive():
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+EOF
 }
 
 # Another process may grab the free port before the daemon binds it: then
