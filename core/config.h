@@ -26,8 +26,9 @@
  *   max_connections = N        ; 1..1000000, default 1000
  *   output_high_water = SIZE   ; default 1M: per-connection output bytes
  *                              ;   queued before backpressure
- *   input_max = SIZE           ; default 1M: input bytes buffered before
- *                              ;   reading pauses
+ *   input_max = SIZE           ; default 2M: input bytes buffered after
+ *                              ;   the transport ran before the connection
+ *                              ;   is closed; must exceed the largest frame
  *   other keys                 ; passed to the plugin, in file order
  *
  *   [rule NAME]                ; which published topics are also appended
@@ -90,7 +91,7 @@
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 10000
 #define CONFIG_DEFAULT_LISTENER_MAX_CONNECTIONS 1000
 #define CONFIG_DEFAULT_OUTPUT_HIGH_WATER (1024u * 1024u)
-#define CONFIG_DEFAULT_INPUT_MAX (1024u * 1024u)
+#define CONFIG_DEFAULT_INPUT_MAX (2ULL * 1024 * 1024)
 
 /* A plugin key, kept with its line so the plugin's error can say where. */
 struct config_kv {

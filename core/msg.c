@@ -3,6 +3,7 @@
  * versioned, checksummed serialisation (see msg.h).
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 

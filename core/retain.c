@@ -45,28 +45,6 @@ struct retain {
 	struct rtscratch *spare; /* NULL while a retain_match uses it */
 };
 
-static int
-grow(void *arrp, size_t *cap, size_t need, size_t elem)
-{
-	void **arr = arrp;
-	size_t n = *cap ? *cap : 16;
-	void *p;
-
-	if (need <= *cap)
-		return PMQ_OK;
-	while (n < need) {
-		if (n > SIZE_MAX / 2 / elem)
-			return PMQ_ERR_NOMEM;
-		n *= 2;
-	}
-	p = realloc(*arr, n * elem);
-	if (p == NULL)
-		return PMQ_ERR_NOMEM;
-	*arr = p;
-	*cap = n;
-	return PMQ_OK;
-}
-
 static struct rtnode *
 node_new(const char *level, size_t len)
 {
@@ -241,7 +219,7 @@ retain_count(const struct retain *r)
 static bool
 push(struct rtscratch *sc, size_t *sp, struct rtnode *n, size_t fi)
 {
-	if (grow(&sc->stack, &sc->stack_cap, *sp + 1, sizeof(sc->stack[0])) !=
+	if (util_grow(&sc->stack, &sc->stack_cap, *sp + 1, sizeof(sc->stack[0])) !=
 	    PMQ_OK)
 		return false;
 	sc->stack[*sp].n = n;
@@ -255,7 +233,7 @@ add(struct rtscratch *sc, size_t *nm, pmq_msg *m, int64_t now)
 {
 	if (m == NULL || expired(m, now))
 		return true;
-	if (grow(&sc->msgs, &sc->msgs_cap, *nm + 1, sizeof(sc->msgs[0])) !=
+	if (util_grow(&sc->msgs, &sc->msgs_cap, *nm + 1, sizeof(sc->msgs[0])) !=
 	    PMQ_OK)
 		return false;
 	sc->msgs[(*nm)++] = msg_ref(m);
@@ -289,7 +267,7 @@ walk(struct retain *r, struct rtscratch *sc, const char *filter,
 	size_t nf = topic_count_levels(filter, flen), sp = 0;
 	int64_t now = util_now_ms();
 
-	if (grow(&sc->levels, &sc->levels_cap, nf, sizeof(sc->levels[0])) !=
+	if (util_grow(&sc->levels, &sc->levels_cap, nf, sizeof(sc->levels[0])) !=
 	    PMQ_OK)
 		return false;
 	topic_split(filter, flen, sc->levels);

@@ -20,6 +20,7 @@
 #include "msg.h"
 #include "router.h"
 #include "topic.h"
+#include "util.h"
 
 struct rshare;
 
@@ -100,29 +101,6 @@ struct router {
 	struct rshare *gc_shares;     /* released when busy drops to 0 */
 	struct pmq_client *gc_clients;
 };
-
-/* Make *arrp (of elem-sized items, capacity *cap) hold at least need. */
-static int
-grow(void *arrp, size_t *cap, size_t need, size_t elem)
-{
-	void **arr = arrp;
-	size_t n = *cap ? *cap : 16;
-	void *p;
-
-	if (need <= *cap)
-		return PMQ_OK;
-	while (n < need) {
-		if (n > SIZE_MAX / 2 / elem)
-			return PMQ_ERR_NOMEM;
-		n *= 2;
-	}
-	p = realloc(*arr, n * elem);
-	if (p == NULL)
-		return PMQ_ERR_NOMEM;
-	*arr = p;
-	*cap = n;
-	return PMQ_OK;
-}
 
 /* ---- tree ---- */
 
@@ -381,7 +359,7 @@ router_subscribe(struct router *r, struct pmq_client *cl, const char *filter,
 			sh->node = n;
 			created = true;
 		}
-		if (grow(&sh->members, &sh->cap, sh->n + 1,
+		if (util_grow(&sh->members, &sh->cap, sh->n + 1,
 		         sizeof(sh->members[0])) != PMQ_OK) {
 			if (created)
 				free(sh);
@@ -630,13 +608,13 @@ collect(struct rscratch *sc, size_t *ns, size_t *nsh, const struct rnode *n)
 	struct rshare *sh;
 
 	for (s = n->subs; s != NULL; s = s->next) {
-		if (grow(&sc->subs, &sc->subs_cap, *ns + 1,
+		if (util_grow(&sc->subs, &sc->subs_cap, *ns + 1,
 		         sizeof(sc->subs[0])) != PMQ_OK)
 			return false;
 		sc->subs[(*ns)++] = s;
 	}
 	for (sh = n->shares; sh != NULL; sh = sh->next) {
-		if (grow(&sc->shares, &sc->shares_cap, *nsh + 1,
+		if (util_grow(&sc->shares, &sc->shares_cap, *nsh + 1,
 		         sizeof(sc->shares[0])) != PMQ_OK)
 			return false;
 		sc->shares[(*nsh)++] = sh;
@@ -647,7 +625,7 @@ collect(struct rscratch *sc, size_t *ns, size_t *nsh, const struct rnode *n)
 static bool
 push(struct rscratch *sc, size_t *sp, struct rnode *n, size_t depth)
 {
-	if (grow(&sc->stack, &sc->stack_cap, *sp + 1, sizeof(sc->stack[0])) !=
+	if (util_grow(&sc->stack, &sc->stack_cap, *sp + 1, sizeof(sc->stack[0])) !=
 	    PMQ_OK)
 		return false;
 	sc->stack[*sp].n = n;
@@ -664,7 +642,7 @@ walk(struct router *r, struct rscratch *sc, const pmq_msg *m, size_t *ns,
 	size_t nl = topic_count_levels(m->topic, m->topic_len), sp = 0;
 	bool dollar = m->topic[0] == '$';
 
-	if (grow(&sc->levels, &sc->levels_cap, nl, sizeof(sc->levels[0])) !=
+	if (util_grow(&sc->levels, &sc->levels_cap, nl, sizeof(sc->levels[0])) !=
 	    PMQ_OK)
 		return false;
 	topic_split(m->topic, m->topic_len, sc->levels);
@@ -715,9 +693,9 @@ router_publish(struct router *r, struct pmq_client *origin, pmq_msg *m,
 		log_error("%s: no memory to match %s; delivering %zu matches",
 		          __func__, m->topic, ns + nsh);
 	/* At most one delivery and one id per match: size once, up front. */
-	if (grow(&sc->targets, &sc->targets_cap, ns + nsh,
+	if (util_grow(&sc->targets, &sc->targets_cap, ns + nsh,
 	         sizeof(sc->targets[0])) != PMQ_OK ||
-	    grow(&sc->ids, &sc->ids_cap, ns + nsh, sizeof(sc->ids[0])) !=
+	    util_grow(&sc->ids, &sc->ids_cap, ns + nsh, sizeof(sc->ids[0])) !=
 	        PMQ_OK) {
 		log_error("%s: no memory to route %s to %zu matches", __func__,
 		          m->topic, ns + nsh);

@@ -159,3 +159,25 @@ util_strlcpy(char *dst, const char *src, size_t size)
 	memcpy(dst, src, n);
 	dst[n] = '\0';
 }
+
+int
+util_grow(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	void **arr = arrp;
+	size_t n = *cap ? *cap : 16;
+	void *p;
+
+	if (need <= *cap)
+		return PMQ_OK;
+	while (n < need) {
+		if (n > SIZE_MAX / 2 / elem)
+			return PMQ_ERR_NOMEM;
+		n *= 2;
+	}
+	p = realloc(*arr, n * elem);
+	if (p == NULL)
+		return PMQ_ERR_NOMEM;
+	*arr = p;
+	*cap = n;
+	return PMQ_OK;
+}

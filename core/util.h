@@ -25,6 +25,11 @@ char *util_strdup(const char *s);
 /* Like snprintf into a fixed buffer; never overflows, always terminates. */
 void util_strlcpy(char *dst, const char *src, size_t size);
 
+/* Make the array at *arrp (elem-sized items, capacity *cap) hold at least
+ * need items, doubling; the array stays the caller's.  PMQ_OK or
+ * PMQ_ERR_NOMEM (the old array is untouched). */
+int util_grow(void *arrp, size_t *cap, size_t need, size_t elem);
+
 #define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -1,11 +1,11 @@
 #!/bin/sh
 # scripts/build.sh [BUILDDIR [configure args...]] - generate, configure
-# (once) and build plexmq in BUILDDIR (default: the source tree).
+# (once) and build plexmq out of tree in BUILDDIR (default: build/).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 [ -x configure ] || autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
-bdir=${1:-$top}
+bdir=${1:-$top/build}
 [ $# -gt 0 ] && shift
 mkdir -p "$bdir"
 cd "$bdir"

@@ -6,5 +6,5 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
-cd "$top"
-exec ./plexmqd -c etc/plexmq.ini --plugin-dir plugins/.libs "$@"
+cd "$top/build"
+exec ./plexmqd -c "$top/etc/plexmq.ini" --plugin-dir plugins/.libs "$@"

@@ -36,14 +36,14 @@ run_suite() { # run_suite NAME BUILDDIR [configure args]
 	count "$bdir"
 }
 
-run_suite "default build" "$top"
+run_suite "default build" "$top/build"
 run_suite "sanitizers (ASan+UBSan)" "$top/build-san" --enable-sanitizers --enable-debug
 
 echo "== make distcheck"
-if make -C "$top" distcheck >"$top/distcheck.out" 2>&1; then
+if make -C "$top/build" distcheck >"$top/build/distcheck.out" 2>&1; then
 	echo "distcheck: ok"; pass=$((pass + 1))
 else
-	echo "distcheck: FAILED"; tail -n 40 "$top/distcheck.out"; fail=$((fail + 1)); status=1
+	echo "distcheck: FAILED"; tail -n 40 "$top/build/distcheck.out"; fail=$((fail + 1)); status=1
 fi
 
 echo "$pass passed, $fail failed, $skip skipped"

@@ -220,7 +220,8 @@ struct pmq_host_api {
 	 * subscribers (origin, which may be NULL, is used for no-local).
 	 * done (may be NULL) runs once everything the message needed is as
 	 * durable as the storage's fsync policy promises: send the
-	 * acknowledgement from there.  Does not take the caller's reference. */
+	 * acknowledgement from there.  Its result is never NULL, also on
+	 * error.  Does not take the caller's reference. */
 	int (*publish)(pmq_client *origin, pmq_msg *m, unsigned flags,
 	               pmq_publish_fn done, void *arg);
 
@@ -246,7 +247,8 @@ struct pmq_host_api {
 	                  void *arg);
 	/* Read stored batches from the one containing offset, up to about
 	 * max_bytes (the first batch is always whole), never past the high
-	 * watermark.  data is borrowed for the callback. */
+	 * watermark.  data is borrowed for the callback; with nothing to
+	 * return, len is 0 and data may be NULL. */
 	int (*log_read)(const char *topic, int32_t partition, int64_t offset,
 	                size_t max_bytes, pmq_read_fn done, void *arg);
 	/* First offset whose timestamp is >= ts_ms (-1 when none). */

@@ -178,7 +178,7 @@ test_defaults(void **state)
 	l = &cfg->listeners[0];
 	assert_int_equal(l->max_connections, 1000);
 	assert_int_equal(l->output_high_water, 1024 * 1024);
-	assert_int_equal(l->input_max, 1024 * 1024);
+	assert_int_equal(l->input_max, 2 * 1024 * 1024);
 	assert_string_equal(cfg->rules[0].log, "r");
 	assert_int_equal(cfg->rules[0].partitions, 1);
 	assert_int_equal(cfg->rules[0].retention_ms, -1);
