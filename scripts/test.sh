@@ -39,6 +39,14 @@ run_suite() { # run_suite NAME BUILDDIR [configure args]
 run_suite "default build" "$top/build"
 run_suite "sanitizers (ASan+UBSan)" "$top/build-san" --enable-sanitizers --enable-debug
 
+echo "== fuzz: a short libFuzzer run of every parser"
+if make -C "$top/build" fuzz-run FUZZ_SECONDS="${FUZZ_SECONDS:-15}" >"$top/build/fuzz.out" 2>&1; then
+	grep -E '^fuzz:|Done' "$top/build/fuzz.out" || true
+	echo "fuzz: ok"; pass=$((pass + 1))
+else
+	echo "fuzz: FAILED"; tail -n 40 "$top/build/fuzz.out"; fail=$((fail + 1)); status=1
+fi
+
 echo "== make distcheck"
 if make -C "$top/build" distcheck >"$top/build/distcheck.out" 2>&1; then
 	echo "distcheck: ok"; pass=$((pass + 1))
