@@ -10,7 +10,10 @@ bdir=${1:-$top/build}
 mkdir -p "$bdir"
 cd "$bdir"
 if [ ! -f Makefile ]; then
-	"$top/configure" --enable-werror "$@" >/dev/null || {
+	# configure's own "rm: cannot remove 'core'" (our core/ directory) is
+	# noise; keep its output in a file and show it only on failure.
+	"$top/configure" --enable-werror "$@" >configure.out 2>&1 || {
+		tail -n 20 configure.out >&2
 		echo "build: configure failed; see $bdir/config.log" >&2; exit 1; }
 fi
 make -j"$(nproc)" >/dev/null
