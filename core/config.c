@@ -41,6 +41,7 @@ enum value_type {
 	V_STR,          /* non-empty string */
 	V_PLUGIN,       /* plugin name or path */
 	V_LOG_LEVEL,    /* int PMQ_LOG_* */
+	V_SHARE,        /* int CONFIG_SHARE_* */
 	V_U32,          /* uint32_t in min..max */
 	V_I32,          /* int32_t in min..max */
 	V_SIZE,         /* uint64_t >= 1 */
@@ -83,6 +84,8 @@ static const struct key_def global_keys[] = {
 	{ .name = "max_connections", .type = V_U32, .line_off = -1,
 	  .offset = offsetof(struct config, max_connections),
 	  .min = 1, .max = 1000000 },
+	{ .name = "share_strategy", .type = V_SHARE, .line_off = -1,
+	  .offset = offsetof(struct config, share_strategy) },
 };
 
 static const struct key_def storage_keys[] = {
@@ -476,6 +479,17 @@ set_value(struct parser *p, const struct key_def *k, void *obj,
 			why = "expected error, warn, info or debug";
 		else
 			*(int *)field = lvl;
+		break;
+	case V_SHARE:
+		if (strcmp(v, "round_robin") == 0)
+			*(int *)field = CONFIG_SHARE_ROUND_ROBIN;
+		else if (strcmp(v, "sticky_publisher") == 0)
+			*(int *)field = CONFIG_SHARE_STICKY_PUBLISHER;
+		else if (strcmp(v, "sticky_topic") == 0)
+			*(int *)field = CONFIG_SHARE_STICKY_TOPIC;
+		else
+			why = "expected round_robin, sticky_publisher or "
+			      "sticky_topic";
 		break;
 	case V_U32:
 	case V_I32:

@@ -12,6 +12,9 @@
  *   log_level = error|warn|info|debug   ; default info
  *   log_file = PATH            ; default: stderr
  *   max_connections = N        ; 1..1000000, default 10000 (whole daemon)
+ *   share_strategy = S         ; round_robin (default) | sticky_publisher |
+ *                              ;   sticky_topic: which member of a shared
+ *                              ;   subscription group gets a message
  *
  *   [storage]                  ; at most one, optional (default plugin memory)
  *   plugin = NAME              ; a bare name -> PLUGIN_DIR/NAME.so;
@@ -86,6 +89,11 @@
 #define CONFIG_SECTION_MAX 48
 
 /* Defaults, for documentation and for callers building a config by hand. */
+/* How a shared subscription group picks the member for a message. */
+#define CONFIG_SHARE_ROUND_ROBIN 0
+#define CONFIG_SHARE_STICKY_PUBLISHER 1
+#define CONFIG_SHARE_STICKY_TOPIC 2
+
 #define CONFIG_DEFAULT_DATA_DIR "./data"
 #define CONFIG_DEFAULT_STORAGE "memory"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 10000
@@ -140,6 +148,7 @@ struct config {
 	int log_level;            /* PMQ_LOG_* */
 	char *log_file;           /* NULL: stderr */
 	uint32_t max_connections;
+	int share_strategy;       /* CONFIG_SHARE_* */
 
 	char *storage_plugin;     /* never NULL ("memory" by default) */
 	int storage_line;         /* [storage]'s line, 0 if absent */

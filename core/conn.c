@@ -213,6 +213,16 @@ conn_new(struct listener *ln, int fd, const char *peer)
 	c->ln = ln;
 	c->id = next_id++;
 	util_strlcpy(c->peer, peer, sizeof c->peer);
+	{
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+			listener_format_addr((struct sockaddr *)&ss, c->local,
+			    sizeof c->local);
+		else
+			util_strlcpy(c->local, "unknown", sizeof c->local);
+	}
 	c->output_high_water = ln->output_high_water;
 	c->input_max = ln->input_max;
 	/* Latency over packet count: replies are small and must not wait. */
@@ -539,6 +549,12 @@ const char *
 conn_peer(pmq_conn *c)
 {
 	return c->peer;
+}
+
+const char *
+conn_local(pmq_conn *c)
+{
+	return c->local;
 }
 
 uint64_t

@@ -29,6 +29,7 @@ struct pmq_conn {
 	struct bufferevent *bev;
 	uint64_t id;
 	char peer[64];
+	char local[64];
 	void *cs;                     /* the transport's connection state */
 	struct pmq_slot *slots_head;  /* open or waiting slots, in order */
 	struct pmq_slot *slots_tail;
@@ -66,6 +67,7 @@ void conn_pause(pmq_conn *c);
 void conn_resume(pmq_conn *c);
 void conn_close(pmq_conn *c, int flush);
 const char *conn_peer(pmq_conn *c);
+const char *conn_local(pmq_conn *c);
 uint64_t conn_id(pmq_conn *c);
 pmq_slot *conn_slot_open(pmq_conn *c);
 int conn_slot_send(pmq_slot *s, const void *data, size_t len);

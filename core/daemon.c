@@ -24,9 +24,15 @@
 #include "logger.h"
 #include "logs.h"
 #include "pmq_build.h"
+#include "router.h"
 #include "state.h"
 #include "storage.h"
 #include "util.h"
+
+_Static_assert(CONFIG_SHARE_ROUND_ROBIN == ROUTER_SHARE_ROUND_ROBIN &&
+    CONFIG_SHARE_STICKY_PUBLISHER == ROUTER_SHARE_STICKY_PUBLISHER &&
+    CONFIG_SHARE_STICKY_TOPIC == ROUTER_SHARE_STICKY_TOPIC,
+    "config and router share strategies must agree");
 
 /* How long a graceful stop waits for pending storage work. */
 #define DRAIN_TIMEOUT_MS 5000
@@ -282,6 +288,8 @@ daemon_run(const struct daemon_opts *o)
 		log_error("out of memory");
 		goto out;
 	}
+	/* CONFIG_SHARE_* and ROUTER_SHARE_* are the same numbers. */
+	router_set_share_strategy(host_router(), r.cfg->share_strategy);
 	err[0] = '\0';
 	if (storage_setup(&r, plugin_dir, err, sizeof err) != PMQ_OK ||
 	    listeners_setup(&r, plugin_dir, err, sizeof err) != PMQ_OK) {

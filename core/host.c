@@ -489,6 +489,7 @@ static const struct pmq_host_api api = {
 	.kv_scan = state_kv_scan,
 	.stats = h_stats,
 	.stats_dropped = h_stats_dropped,
+	.conn_local = conn_local,
 };
 
 const struct pmq_host_api *

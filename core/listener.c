@@ -46,8 +46,8 @@ listener_total_connections(void)
 	return global_total;
 }
 
-static void
-format_addr(const struct sockaddr *sa, char *buf, size_t len)
+void
+listener_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char host[INET6_ADDRSTRLEN];
 	unsigned port = 0;
@@ -77,7 +77,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 
 	(void)evl;
 	(void)socklen;
-	format_addr(sa, peer, sizeof peer);
+	listener_format_addr(sa, peer, sizeof peer);
 	if (ln->stopping || ln->n_conns >= ln->max_connections ||
 	    global_open >= global_max) {
 		logger_log(ln->inst.name, PMQ_LOG_WARN,
@@ -201,7 +201,7 @@ bind_one(struct listener *ln, const struct config_addr *a)
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 		        LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
 		    -1, ai->ai_addr, (int)ai->ai_addrlen);
-		format_addr(ai->ai_addr, where, sizeof where);
+		listener_format_addr(ai->ai_addr, where, sizeof where);
 		if (evl == NULL) {
 			logger_log(ln->inst.name, PMQ_LOG_ERROR, "listen %s: %s",
 			    where, strerror(errno));
@@ -218,7 +218,7 @@ bind_one(struct listener *ln, const struct config_addr *a)
 			 * tests and operators can find it. */
 			if (getsockname(evconnlistener_get_fd(evl),
 			        (struct sockaddr *)&ss, &sl) == 0)
-				format_addr((struct sockaddr *)&ss, where,
+				listener_format_addr((struct sockaddr *)&ss, where,
 				    sizeof where);
 		}
 		logger_log(ln->inst.name, PMQ_LOG_INFO, "listening on %s (%s)",

@@ -51,6 +51,9 @@ void listener_free(struct listener *ln);
 void listener_set_global_max(uint32_t max);
 uint32_t listener_open_connections(void);
 uint64_t listener_total_connections(void);
+struct sockaddr;
+/* "a.b.c.d:port" or "[v6]:port" into buf. */
+void listener_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 /* conn.c: one of ln's connections was freed. */
 void listener_conn_gone(struct listener *ln);
 

@@ -291,6 +291,11 @@ struct pmq_host_api {
 	/* Count n messages dropped at a bound (QoS 0 to a slow consumer). */
 	void (*stats_dropped)(uint64_t n);
 
+	/* "addr:port" of the local end the peer connected to (IPv6 as
+	 * "[addr]:port"), e.g. for a Kafka broker advertising its own
+	 * address; owned by the host, lives with the conn. */
+	const char *(*conn_local)(pmq_conn *c);
+
 	/* 1.1+: append only. */
 };
 

@@ -471,6 +471,24 @@ test_unknown(void **state)
 }
 
 static void
+test_share_strategy(void **state)
+{
+	struct config *cfg;
+
+	cfg = load_ok(LISTENER);
+	assert_int_equal(cfg->share_strategy, CONFIG_SHARE_ROUND_ROBIN);
+	config_free(cfg);
+	cfg = load_ok("[plexmqd]\nshare_strategy = sticky_topic\n" LISTENER);
+	assert_int_equal(cfg->share_strategy, CONFIG_SHARE_STICKY_TOPIC);
+	config_free(cfg);
+	cfg = load_ok("[plexmqd]\nshare_strategy = sticky_publisher\n" LISTENER);
+	assert_int_equal(cfg->share_strategy, CONFIG_SHARE_STICKY_PUBLISHER);
+	config_free(cfg);
+	expect_error("[plexmqd]\nshare_strategy = random\n" LISTENER,
+	    "t.ini:2: ", "expected round_robin, sticky_publisher or sticky_topic");
+}
+
+static void
 test_bad_values(void **state)
 {
 	static const struct {
@@ -719,6 +737,7 @@ main(void)
 		cmocka_unit_test(test_trap_long_section),
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_unknown),
+		cmocka_unit_test(test_share_strategy),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_duplicates),
 		cmocka_unit_test(test_missing),
