@@ -215,15 +215,18 @@ teardown(struct run *r)
 	if (r->storage_started)
 		r->storage.ops->stop(r->storage.st);
 	storage_io_run();
-	if (r->storage_started) {
-		logs_shutdown();
-		state_shutdown();
-		host_shutdown();
-	}
-	storage_io_run();
+	/* Transports go before the router and state they use: one with
+	 * clients outliving connections (MQTT sessions) frees them now. */
 	for (i = 0; i < r->n_listeners; i++)
 		listener_free(r->listeners[i]);
 	free(r->listeners);
+	storage_io_run();
+	if (r->storage_started) {
+		logs_shutdown();
+		state_shutdown();
+	}
+	host_shutdown();
+	storage_io_run();
 	if (r->storage.st != NULL)
 		r->storage.ops->destroy(r->storage.st);
 	storage_set(NULL);
