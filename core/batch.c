@@ -9,6 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lz4frame.h>
+#include <snappy-c.h>
+#include <zlib.h>
+#include <zstd.h>
+
 #include "batch.h"
 #include "logger.h"
 #include "util.h"
@@ -31,6 +36,12 @@
 /* Smallest batchLength: the header after baseOffset and batchLength. */
 #define MIN_BATCH_LENGTH (BATCH_HEADER_SIZE - BATCH_LOG_OVERHEAD)
 
+/* Codec ids in attributes (Kafka's CompressionType). */
+#define CODEC_NONE 0
+#define CODEC_GZIP 1
+#define CODEC_SNAPPY 2
+#define CODEC_LZ4 3
+#define CODEC_ZSTD 4
 /* Highest codec id Kafka defines (zstd). */
 #define CODEC_MAX 4
 
@@ -568,15 +579,245 @@ batch_next(const void *data, size_t len, size_t *batch_len,
 }
 
 /* ------------------------------------------------------------------ */
+/* Decompression (records of compressed batches)                       */
+
+/* The most a compressed batch may inflate to: a bound on what a hostile
+ * batch can make us allocate (Kafka's own limit is the fetch size). */
+#define INFLATE_MAX ((size_t)64 * 1024 * 1024)
+#define INFLATE_STEP ((size_t)64 * 1024)
+
+/* xerial snappy-java framing, which Kafka's Java clients use. */
+static const uint8_t xerial_magic[8] = { 0x82, 'S', 'N', 'A', 'P', 'P', 'Y',
+                                         0 };
+#define XERIAL_HEADER 16 /* magic, version i32, compatible i32 */
+
+struct growbuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+/* Room for at least want more bytes (at least INFLATE_STEP, doubling),
+ * never past INFLATE_MAX: PMQ_ERR_LIMIT then. */
+static int
+gb_reserve(struct growbuf *g, size_t want)
+{
+	size_t ncap;
+	uint8_t *np;
+
+	if (g->cap - g->len >= want && want > 0)
+		return PMQ_OK;
+	if (want == 0)
+		want = 1;
+	if (want > INFLATE_MAX - g->len)
+		return PMQ_ERR_LIMIT;
+	ncap = g->cap > 0 ? g->cap : INFLATE_STEP;
+	while (ncap - g->len < want || ncap == g->cap)
+		ncap = ncap > INFLATE_MAX / 2 ? INFLATE_MAX : ncap * 2;
+	if (ncap > INFLATE_MAX)
+		ncap = INFLATE_MAX;
+	if (ncap - g->len < want)
+		return PMQ_ERR_LIMIT;
+	np = realloc(g->p, ncap);
+	if (np == NULL)
+		return PMQ_ERR_NOMEM;
+	g->p = np;
+	g->cap = ncap;
+	return PMQ_OK;
+}
+
+static int
+inflate_gzip(const uint8_t *src, size_t len, struct growbuf *g)
+{
+	z_stream z;
+	int zrc, rc = PMQ_OK;
+
+	memset(&z, 0, sizeof z);
+	/* 15 + 32: a gzip or zlib header, detected. */
+	if (inflateInit2(&z, 15 + 32) != Z_OK)
+		return PMQ_ERR_NOMEM;
+	z.next_in = (Bytef *)(uintptr_t)src;
+	z.avail_in = (uInt)len; /* < 2 GiB: a batch length is an int32 */
+	for (;;) {
+		if (g->cap == g->len && (rc = gb_reserve(g, INFLATE_STEP)) !=
+		    PMQ_OK)
+			break;
+		z.next_out = g->p + g->len;
+		z.avail_out = (uInt)(g->cap - g->len);
+		zrc = inflate(&z, Z_NO_FLUSH);
+		g->len = g->cap - z.avail_out;
+		if (zrc == Z_STREAM_END)
+			break;
+		if (zrc == Z_BUF_ERROR && z.avail_out == 0)
+			continue; /* needs room */
+		if (zrc != Z_OK || (z.avail_in == 0 && z.avail_out > 0)) {
+			rc = PMQ_ERR_CORRUPT; /* bad or truncated stream */
+			break;
+		}
+	}
+	inflateEnd(&z);
+	return rc;
+}
+
+static int
+snappy_block(const uint8_t *src, size_t len, struct growbuf *g)
+{
+	size_t n;
+	int rc;
+
+	if (snappy_uncompressed_length((const char *)src, len, &n) !=
+	    SNAPPY_OK)
+		return PMQ_ERR_CORRUPT;
+	if (n == 0)
+		return PMQ_OK;
+	rc = gb_reserve(g, n);
+	if (rc != PMQ_OK)
+		return rc;
+	if (snappy_uncompress((const char *)src, len,
+	                      (char *)g->p + g->len, &n) != SNAPPY_OK)
+		return PMQ_ERR_CORRUPT;
+	g->len += n;
+	return PMQ_OK;
+}
+
+/* Raw snappy (librdkafka) or xerial-framed chunks (Java clients). */
+static int
+inflate_snappy(const uint8_t *src, size_t len, struct growbuf *g)
+{
+	size_t pos = XERIAL_HEADER;
+	int rc;
+
+	if (len < XERIAL_HEADER || memcmp(src, xerial_magic, 8) != 0)
+		return snappy_block(src, len, g);
+	while (pos < len) {
+		uint32_t n;
+
+		if (len - pos < 4)
+			return PMQ_ERR_CORRUPT;
+		n = rd32(src + pos);
+		pos += 4;
+		if (n > len - pos)
+			return PMQ_ERR_CORRUPT;
+		rc = snappy_block(src + pos, n, g);
+		if (rc != PMQ_OK)
+			return rc;
+		pos += n;
+	}
+	return PMQ_OK;
+}
+
+/* Kafka's lz4 for magic 2 is the standard LZ4 frame format. */
+static int
+inflate_lz4(const uint8_t *src, size_t len, struct growbuf *g)
+{
+	LZ4F_dctx *d;
+	size_t pos = 0, r = 1;
+	int rc = PMQ_OK;
+
+	if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)))
+		return PMQ_ERR_NOMEM;
+	while (r != 0) {
+		size_t out, in = len - pos;
+
+		if (g->cap == g->len && (rc = gb_reserve(g, INFLATE_STEP)) !=
+		    PMQ_OK)
+			break;
+		out = g->cap - g->len;
+		r = LZ4F_decompress(d, g->p + g->len, &out, src + pos, &in,
+		                    NULL);
+		if (LZ4F_isError(r)) {
+			rc = PMQ_ERR_CORRUPT;
+			break;
+		}
+		pos += in;
+		g->len += out;
+		if (r != 0 && pos == len && out < g->cap - (g->len - out)) {
+			rc = PMQ_ERR_CORRUPT; /* the frame is cut short */
+			break;
+		}
+	}
+	LZ4F_freeDecompressionContext(d);
+	return rc;
+}
+
+static int
+inflate_zstd(const uint8_t *src, size_t len, struct growbuf *g)
+{
+	ZSTD_DCtx *d = ZSTD_createDCtx();
+	ZSTD_inBuffer in = { src, len, 0 };
+	size_t r = 1;
+	int rc = PMQ_OK;
+
+	if (d == NULL)
+		return PMQ_ERR_NOMEM;
+	/* Every frame to the end of the input (a producer may write
+	 * several). */
+	while (in.pos < in.size || r != 0) {
+		ZSTD_outBuffer out;
+
+		if (g->cap == g->len && (rc = gb_reserve(g, INFLATE_STEP)) !=
+		    PMQ_OK)
+			break;
+		out.dst = g->p + g->len;
+		out.size = g->cap - g->len;
+		out.pos = 0;
+		r = ZSTD_decompressStream(d, &out, &in);
+		if (ZSTD_isError(r)) {
+			rc = PMQ_ERR_CORRUPT;
+			break;
+		}
+		g->len += out.pos;
+		if (r != 0 && in.pos == in.size && out.pos < out.size) {
+			rc = PMQ_ERR_CORRUPT; /* the frame is cut short */
+			break;
+		}
+	}
+	ZSTD_freeDCtx(d);
+	return rc;
+}
+
+/* The records of a compressed batch, inflated into a new buffer (*out,
+ * freed by the caller, also on error). */
+static int
+batch_inflate(unsigned codec, const uint8_t *src, size_t len, uint8_t **out,
+              size_t *out_len)
+{
+	struct growbuf g = { NULL, 0, 0 };
+	int rc;
+
+	switch (codec) {
+	case CODEC_GZIP:
+		rc = inflate_gzip(src, len, &g);
+		break;
+	case CODEC_SNAPPY:
+		rc = inflate_snappy(src, len, &g);
+		break;
+	case CODEC_LZ4:
+		rc = inflate_lz4(src, len, &g);
+		break;
+	case CODEC_ZSTD:
+		rc = inflate_zstd(src, len, &g);
+		break;
+	default:
+		rc = PMQ_ERR_UNSUPPORTED;
+		break;
+	}
+	*out = g.p;
+	*out_len = g.len;
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Decoding records                                                    */
 
-/* Deliver the records of one whole, CRC-checked, uncompressed batch.
- * *stop is set when fn asked to stop. */
+/* Deliver the records of one whole, CRC-checked batch whose header is at
+ * p and whose (uncompressed) records are recs[0, recs_len).  *stop is set
+ * when fn asked to stop. */
 static int
-records_of_batch(const uint8_t *p, size_t total, struct pmq_header **hdrs,
-                 size_t *cap, pmq_record_fn fn, void *arg, int *stop)
+records_of_batch(const uint8_t *p, const uint8_t *recs, size_t recs_len,
+                 struct pmq_header **hdrs, size_t *cap, pmq_record_fn fn,
+                 void *arg, int *stop)
 {
-	struct cursor c = { p + BATCH_HEADER_SIZE, p + total };
+	struct cursor c = { recs, recs + recs_len };
 	struct raw_record r;
 	struct pmq_record rec;
 	struct pmq_header *grown;
@@ -664,12 +905,37 @@ batch_records(const void *data, size_t len, pmq_record_fn fn, void *arg)
 		}
 		attrs = rd16(p + pos + OFF_ATTRIBUTES);
 		if ((attrs & BATCH_ATTR_CONTROL) == 0) {
-			if ((attrs & BATCH_ATTR_CODEC_MASK) != 0) {
-				rc = PMQ_ERR_UNSUPPORTED;
-				break;
+			unsigned codec = attrs & BATCH_ATTR_CODEC_MASK;
+			uint8_t *plain = NULL;
+			size_t plain_len = 0;
+
+			if (codec != CODEC_NONE) {
+				/* The records after recordsCount are one
+				 * compressed blob; inflate it, then decode
+				 * as usual.  Records point into plain, freed
+				 * once this batch is delivered. */
+				rc = batch_inflate(codec, p + pos +
+				                   BATCH_HEADER_SIZE, total -
+				                   BATCH_HEADER_SIZE, &plain,
+				                   &plain_len);
+				if (rc != PMQ_OK) {
+					free(plain);
+					log_debug("%s: codec %u batch at byte "
+					          "%zu does not inflate (%d)",
+					          __func__, codec, pos, rc);
+					break;
+				}
+				rc = records_of_batch(p + pos, plain,
+				                      plain_len, &hdrs, &cap,
+				                      fn, arg, &stop);
+				free(plain);
+			} else {
+				rc = records_of_batch(p + pos, p + pos +
+				                      BATCH_HEADER_SIZE,
+				                      total - BATCH_HEADER_SIZE,
+				                      &hdrs, &cap, fn, arg,
+				                      &stop);
 			}
-			rc = records_of_batch(p + pos, total, &hdrs, &cap, fn,
-			                      arg, &stop);
 			if (rc != PMQ_OK) {
 				if (rc == PMQ_ERR_CORRUPT)
 					log_debug("%s: bad record in batch at "

@@ -165,9 +165,14 @@ int batch_next(const void *data, size_t len, size_t *batch_len,
  * trailing partial batch is ignored, as Kafka clients do.  Each batch's
  * CRC is checked before its records are delivered.
  * Returns PMQ_OK (also when fn returned non-zero to stop),
- * PMQ_ERR_CORRUPT, PMQ_ERR_UNSUPPORTED at the first compressed batch (no
- * codecs yet; earlier records were delivered), PMQ_ERR_NOMEM, or
- * PMQ_ERR_INVAL (NULL fn).  Matches host->batch_records.
+ * PMQ_ERR_CORRUPT (also a compressed blob that does not inflate),
+ * PMQ_ERR_LIMIT (a batch inflating past 64 MiB), PMQ_ERR_NOMEM, or
+ * PMQ_ERR_INVAL (NULL fn); earlier records were delivered.  Matches
+ * host->batch_records.
+ * Compressed batches (attributes & 7: 1 gzip, 2 snappy raw or in the
+ * xerial framing of Kafka's Java clients, 3 lz4 frame format, 4 zstd)
+ * are inflated into a temporary buffer, freed after the batch's records
+ * were delivered.
  */
 int batch_records(const void *data, size_t len, pmq_record_fn fn, void *arg);
 

@@ -18,6 +18,11 @@
 
 #include <cmocka.h>
 
+#include <lz4frame.h>
+#include <snappy-c.h>
+#include <zlib.h>
+#include <zstd.h>
+
 #include "batch.h"
 
 #define TS 1700000000000LL /* 0x0000018BCFE56800 */
@@ -859,8 +864,9 @@ test_compressed_and_control(void **state)
 	assert_int_equal(batch_validate(b, sizeof(b), &meta), PMQ_OK);
 	assert_int_equal(meta.records, 2);
 	assert_int_equal(batch_next(b, sizeof(b), &blen, &meta), PMQ_OK);
+	/* The blob is no gzip stream: corrupt, nothing delivered. */
 	assert_int_equal(batch_records(b, sizeof(b), count_only, &n),
-	                 PMQ_ERR_UNSUPPORTED);
+	                 PMQ_ERR_CORRUPT);
 	assert_int_equal(n, 0);
 	b[70 - 1] ^= 1;
 	assert_int_equal(batch_validate(b, sizeof(b), NULL), PMQ_ERR_CORRUPT);
@@ -877,6 +883,203 @@ test_compressed_and_control(void **state)
 		                 PMQ_OK);
 		assert_int_equal(n, 0);
 	}
+}
+
+
+/* ---- compressed batches: each codec, as Kafka clients write them ---- */
+
+/* Every record as text, to compare decodings byte for byte. */
+struct rec_text {
+	char buf[4096];
+	size_t n;
+};
+
+static int
+rec_to_text(void *arg, const struct pmq_record *rec)
+{
+	struct rec_text *t = arg;
+	uint32_t i;
+	int k;
+
+	k = snprintf(t->buf + t->n, sizeof t->buf - t->n,
+	             "o=%lld ts=%lld k=%.*s v=%zu:", (long long)rec->offset,
+	             (long long)rec->timestamp_ms,
+	             rec->key != NULL ? (int)rec->key_len : 4,
+	             rec->key != NULL ? (const char *)rec->key : "null",
+	             rec->value_len);
+	assert_true(k > 0 && (size_t)k < sizeof t->buf - t->n);
+	t->n += (size_t)k;
+	assert_true(rec->value_len < sizeof t->buf - t->n);
+	if (rec->value_len > 0)
+		memcpy(t->buf + t->n, rec->value, rec->value_len);
+	t->n += rec->value_len;
+	for (i = 0; i < rec->n_headers; i++) {
+		k = snprintf(t->buf + t->n, sizeof t->buf - t->n, " %.*s=%s",
+		             (int)rec->headers[i].name_len,
+		             rec->headers[i].name,
+		             rec->headers[i].value != NULL ? "v" : "null");
+		assert_true(k > 0 && (size_t)k < sizeof t->buf - t->n);
+		t->n += (size_t)k;
+	}
+	t->buf[t->n++] = '\n';
+	return 0;
+}
+
+/* A batch with sample's header and records replaced by blob (codec). */
+static uint8_t *
+make_compressed(const uint8_t *sample, unsigned codec, const void *blob,
+                size_t blob_len, size_t *len)
+{
+	uint8_t *b;
+
+	*len = 61 + blob_len;
+	b = malloc(*len);
+	assert_non_null(b);
+	memcpy(b, sample, 61);
+	memcpy(b + 61, blob, blob_len);
+	put32(b + 8, (uint32_t)(*len - 12));
+	b[21] = 0;
+	b[22] = (uint8_t)codec;
+	recrc(b, *len);
+	return b;
+}
+
+static size_t
+gzip_compress(const void *src, size_t len, uint8_t *dst, size_t cap)
+{
+	z_stream z;
+
+	memset(&z, 0, sizeof z);
+	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8,
+	                              Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = (Bytef *)(uintptr_t)src;
+	z.avail_in = (uInt)len;
+	z.next_out = dst;
+	z.avail_out = (uInt)cap;
+	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+	deflateEnd(&z);
+	return cap - z.avail_out;
+}
+
+/* xerial framing: magic, version 1, compatible 1, [len, block]... with
+ * the input split in two chunks. */
+static size_t
+xerial_compress(const uint8_t *src, size_t len, uint8_t *dst, size_t cap)
+{
+	static const uint8_t hdr[16] = { 0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0,
+		                         0, 0, 0, 1, 0, 0, 0, 1 };
+	size_t pos = 16, half = len / 2, part, n, i;
+
+	memcpy(dst, hdr, 16);
+	for (i = 0; i < 2; i++) {
+		part = i == 0 ? half : len - half;
+		n = cap - pos - 4;
+		assert_int_equal(snappy_compress((const char *)src +
+		                                 (i ? half : 0), part,
+		                                 (char *)dst + pos + 4, &n),
+		                 SNAPPY_OK);
+		put32(dst + pos, (uint32_t)n);
+		pos += 4 + n;
+	}
+	return pos;
+}
+
+static void
+test_codecs(void **state)
+{
+	struct rec_text want = { .n = 0 }, got;
+	uint8_t *sample, *b, blob[8192];
+	size_t slen, rlen, blen, len, n;
+	const uint8_t *recs;
+	unsigned codec;
+	int variant;
+
+	(void)state;
+	sample = build_sample(&slen);
+	assert_int_equal(batch_records(sample, slen, rec_to_text, &want),
+	                 PMQ_OK);
+	assert_true(want.n > 0);
+	recs = sample + 61;
+	rlen = slen - 61;
+
+	for (codec = 1; codec <= 4; codec++) {
+		for (variant = 0; variant < (codec == 2 ? 2 : 1); variant++) {
+			switch (codec) {
+			case 1:
+				blen = gzip_compress(recs, rlen, blob,
+				                     sizeof blob);
+				break;
+			case 2:
+				if (variant == 0) {
+					blen = sizeof blob;
+					assert_int_equal(snappy_compress(
+					    (const char *)recs, rlen,
+					    (char *)blob, &blen), SNAPPY_OK);
+				} else {
+					blen = xerial_compress(recs, rlen, blob,
+					                       sizeof blob);
+				}
+				break;
+			case 3:
+				blen = LZ4F_compressFrame(blob, sizeof blob,
+				                          recs, rlen, NULL);
+				assert_false(LZ4F_isError(blen));
+				break;
+			default:
+				blen = ZSTD_compress(blob, sizeof blob, recs,
+				                     rlen, 3);
+				assert_false(ZSTD_isError(blen));
+				break;
+			}
+			b = make_compressed(sample, codec, blob, blen, &len);
+			assert_int_equal(batch_validate(b, len, NULL), PMQ_OK);
+			got.n = 0;
+			assert_int_equal(batch_records(b, len, rec_to_text,
+			                               &got), PMQ_OK);
+			assert_int_equal(got.n, want.n);
+			assert_memory_equal(got.buf, want.buf, want.n);
+			free(b);
+
+			/* Every truncation of the blob is refused without
+			 * a crash, and never yields extra records. */
+			for (n = 0; n < blen; n++) {
+				int cnt = 0, rc;
+
+				b = make_compressed(sample, codec, blob, n,
+				                    &len);
+				rc = batch_records(b, len, count_only, &cnt);
+				assert_true(rc == PMQ_ERR_CORRUPT ||
+				            (rc == PMQ_OK && cnt <= 3));
+				free(b);
+			}
+		}
+	}
+	free(sample);
+}
+
+/* A tiny blob that inflates past the bound is refused, not allocated. */
+static void
+test_codec_bomb(void **state)
+{
+	size_t big = (size_t)65 * 1024 * 1024, cap, blen, len;
+	uint8_t *zeros, *blob, *b, sample[61];
+	int n = 0;
+
+	(void)state;
+	memcpy(sample, golden_kv, 61);
+	zeros = calloc(1, big);
+	assert_non_null(zeros);
+	cap = ZSTD_compressBound(big);
+	blob = malloc(cap);
+	assert_non_null(blob);
+	blen = ZSTD_compress(blob, cap, zeros, big, 1);
+	assert_false(ZSTD_isError(blen));
+	free(zeros);
+	b = make_compressed(sample, 4, blob, blen, &len);
+	assert_int_equal(batch_records(b, len, count_only, &n), PMQ_ERR_LIMIT);
+	assert_int_equal(n, 0);
+	free(b);
+	free(blob);
 }
 
 static void
@@ -942,6 +1145,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crc32c_vectors),
+		cmocka_unit_test(test_codecs),
+		cmocka_unit_test(test_codec_bomb),
 		cmocka_unit_test(test_varints),
 		cmocka_unit_test(test_golden_kafka_batch),
 		cmocka_unit_test(test_golden_build),
