@@ -6,7 +6,8 @@ set -u
 PKGS="build-essential autoconf automake libtool pkg-config \
 libevent-dev libinih-dev libcmocka-dev liblmdb-dev \
 zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev clang \
-python3 netcat-openbsd mosquitto mosquitto-clients kcat"
+python3 netcat-openbsd mosquitto mosquitto-clients kcat \
+abigail-tools redis-tools g++"
 
 missing=""
 for p in $PKGS; do
