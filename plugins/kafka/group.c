@@ -647,8 +647,7 @@ kg_find_coordinator(struct kreq *r)
 		kc_w_str(w, NULL); /* error_message */
 	/* Must equal the broker in Metadata. */
 	kc_w_i32(w, 0);
-	kc_w_str(w, r->l->adv_host);
-	kc_w_i32(w, r->l->adv_port);
+	kreq_write_broker(r);
 	kreq_reply(r);
 }
 

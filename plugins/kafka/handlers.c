@@ -197,8 +197,7 @@ kh_metadata(struct kreq *r)
 		kc_w_i32(w, 0); /* throttle_time_ms */
 	kc_w_array(w, 1);
 	kc_w_i32(w, 0); /* node_id */
-	kc_w_str(w, r->l->adv_host);
-	kc_w_i32(w, r->l->adv_port);
+	kreq_write_broker(r);
 	if (v >= 1)
 		kc_w_str(w, NULL); /* rack */
 	if (v >= 2)

@@ -42,6 +42,45 @@ kconn_unref(struct kconn *kc)
 		free(kc);
 }
 
+/*
+ * Write this broker's address (host string, port int32) as Metadata and
+ * FindCoordinator announce it: advertised_host/advertised_port when set,
+ * else the local address the client connected to, so a listener on an
+ * ephemeral or wildcard address still sends clients back to itself.
+ */
+void
+kreq_write_broker(struct kreq *r)
+{
+	const struct kafka_listener *l = r->l;
+	char host[128];
+	const char *local, *colon;
+	int32_t port = l->adv_port;
+	size_t n;
+
+	host[0] = '\0';
+	local = r->kc->c != NULL ? api->conn_local(r->kc->c) : NULL;
+	if (local != NULL && (colon = strrchr(local, ':')) != NULL) {
+		const char *h = local;
+
+		n = (size_t)(colon - local);
+		if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+			h++;
+			n -= 2;
+		}
+		if (n < sizeof host) {
+			memcpy(host, h, n);
+			host[n] = '\0';
+		}
+		if (port < 0)
+			port = (int32_t)strtol(colon + 1, NULL, 10);
+	}
+	if (port <= 0)
+		port = KAFKA_PORT_DEFAULT;
+	kc_w_str(&r->w, l->adv_host != NULL ? l->adv_host :
+	    host[0] != '\0' ? host : "127.0.0.1");
+	kc_w_i32(&r->w, port);
+}
+
 int
 kreq_alive(const struct kreq *r)
 {
@@ -322,13 +361,9 @@ kafka_create(pmq_instance *inst)
 		return NULL;
 	}
 	l->inst = inst;
-	l->adv_host = strdup("127.0.0.1");
-	if (l->adv_host == NULL) {
-		free(l);
-		api->log(inst, PMQ_LOG_ERROR, "%s: out of memory", __func__);
-		return NULL;
-	}
-	l->adv_port = -1; /* unset: KAFKA_PORT_DEFAULT at start */
+	/* adv_host NULL, adv_port -1: advertise the address each client
+	 * connected to (host->conn_local). */
+	l->adv_port = -1;
 	l->auto_create = 1;
 	l->default_partitions = 1;
 	l->request_max = KAFKA_REQUEST_MAX_DEFAULT;
@@ -448,13 +483,6 @@ kafka_start(void *st)
 		api->log(l->inst, PMQ_LOG_ERROR, "group_min_session_timeout_ms "
 		         "is above group_max_session_timeout_ms");
 		return PMQ_ERR_CONFIG;
-	}
-	if (l->adv_port < 0) {
-		/* The ABI does not tell a transport its bound port. */
-		l->adv_port = KAFKA_PORT_DEFAULT;
-		api->log(l->inst, PMQ_LOG_WARN, "advertised_port not set: "
-		         "clients are sent to %s:%d", l->adv_host,
-		         KAFKA_PORT_DEFAULT);
 	}
 	l->groups = kg_new(l);
 	l->producers = kp_new();

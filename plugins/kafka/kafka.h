@@ -83,6 +83,8 @@ void kreq_drop(struct kreq *r);
 /* Park r so that conn_closed calls cancel(r), which must finish r. */
 void kreq_park(struct kreq *r, void (*cancel)(struct kreq *r));
 void kreq_unpark(struct kreq *r);
+/* Write the broker's advertised host and port into r's response. */
+void kreq_write_broker(struct kreq *r);
 /* True while the connection is open. */
 int kreq_alive(const struct kreq *r);
 

@@ -47,7 +47,8 @@ TESTS_SH += tests/integration/kafka_basic.sh \
 	tests/integration/kafka_admin.sh \
 	tests/integration/kafka_restart.sh \
 	tests/integration/kafka_mqtt.sh \
-	tests/integration/kafka_config.sh
+	tests/integration/kafka_config.sh \
+	tests/integration/kafka_ephemeral.sh
 EXTRA_DIST += tests/integration/kafka_lib.sh \
 	tests/node/kafka_group.js tests/node/kafka_admin.js \
 	etc/kafka.ini etc/both.ini docs/kafka-tests.md
