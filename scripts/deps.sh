@@ -7,7 +7,7 @@ PKGS="build-essential autoconf automake libtool pkg-config \
 libevent-dev libinih-dev libcmocka-dev liblmdb-dev \
 zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev clang \
 python3 netcat-openbsd mosquitto mosquitto-clients kcat \
-abigail-tools redis-tools g++"
+abigail-tools redis-tools g++ librdkafka-dev libmosquitto-dev fio"
 
 missing=""
 for p in $PKGS; do
