@@ -423,13 +423,17 @@ static void run_group(struct fs *s, struct op *batch)
 	pthread_mutex_unlock(&s->mu);
 	free(later);
 
+	/* Count before completing: whoever waits on a completion may read
+	 * the counters at once and must see this group in them. */
+	for (o = batch; o; o = o->next)
+		if (o->status == PMQ_OK &&
+		    (o->kind == OP_APPEND || o->kind == OP_KV))
+			writes++;
+	atomic_fetch_add(&s->writes, writes);
 	for (o = batch; o; o = p) {
 		struct flog *dead = NULL;
 
 		p = o->next;
-		if (o->status == PMQ_OK &&
-		    (o->kind == OP_APPEND || o->kind == OP_KV))
-			writes++;
 		op_complete(o);
 		pthread_mutex_lock(&s->mu);
 		if (o->kind == OP_CLOSE) {
@@ -454,7 +458,6 @@ static void run_group(struct fs *s, struct op *batch)
 	}
 	while (nfree > 0)
 		log_destroy(s, to_free[--nfree]);
-	atomic_fetch_add(&s->writes, writes);
 	fkv_maybe_compact(s, s->kv, &s->mu);
 }
 
