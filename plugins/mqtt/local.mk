@@ -33,6 +33,9 @@ fuzz/fuzz_mqtt: $(srcdir)/tests/fuzz/fuzz_mqtt.c $(srcdir)/plugins/mqtt/codec.c
 TESTS_SH += tests/integration/mqtt_basic.sh \
 	tests/integration/mqtt_session.sh \
 	tests/integration/mqtt_v5.sh \
-	tests/integration/mqtt_config.sh
+	tests/integration/mqtt_config.sh \
+	tests/integration/mqtt_limits.sh \
+	tests/integration/mqtt_features.sh \
+	tests/integration/mqtt_persist.sh
 EXTRA_DIST += tests/integration/mqtt_lib.sh tests/node/mqtt_v5.js \
 	etc/mosquitto.ini docs/mqtt-compat.md

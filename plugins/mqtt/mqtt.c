@@ -971,8 +971,7 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 	session_attach(s, mc);
 	mc->s = s;
 	s->expiry_ms = expiry;
-	s->will = will;
-	s->will_delay_s = p->will_props.will_delay;
+	session_set_will(s, will, p->will_props.will_delay);
 
 	mqtt_buf_init(&pb);
 	if (p->version == MQTT_V5) {

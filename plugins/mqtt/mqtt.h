@@ -57,6 +57,7 @@ struct mqtt_out {
 	uint8_t retain;
 	uint8_t state;       /* enum mqtt_out_state */
 	uint8_t stored;      /* a copy is in "mqtt.queue" */
+	uint8_t state_stored; /* its state is in "mqtt.outstate" */
 };
 
 /* A FIFO of outgoing messages. */
@@ -107,6 +108,7 @@ struct mqtt_session {
 	uint64_t dropped;
 	unsigned drop_logged:1;
 	unsigned stored:1;          /* a record is in "mqtt.sessions" */
+	unsigned will_stored:1;     /* the will is in "mqtt.wills" */
 };
 
 /* One network connection speaking MQTT. */
@@ -151,6 +153,10 @@ void session_end(struct mqtt_session *s, int persist);
 void session_detach(struct mqtt_session *s, int shutdown);
 /* A connection took the session: cancel will and expiry timers. */
 void session_attach(struct mqtt_session *s, struct mqtt_conn *mc);
+/* Set (or with NULL clear) the pending will, taking will's reference;
+ * stored when the session is persistent (set expiry_ms first). */
+void session_set_will(struct mqtt_session *s, pmq_msg *will,
+                      uint32_t delay_s);
 /* Send what may be sent: queued messages up to the inflight limit. */
 void session_pump(struct mqtt_session *s);
 /* Resend the inflight messages after a reconnect (DUP set). */

@@ -9,14 +9,24 @@
  *                    and the subscriptions
  *   "mqtt.queue"     key = client id, NUL, 8-byte big-endian sequence
  *                    value = one encoded outgoing message
+ *   "mqtt.outstate"  key = as in "mqtt.queue"
+ *                    value = state (sent / PUBREL sent) and packet id of
+ *                    a message that left (inflight)
+ *   "mqtt.qos2in"    key = client id, NUL, 2-byte packet id: an incoming
+ *                    QoS 2 message routed and awaiting its PUBREL
+ *   "mqtt.wills"     key = client id
+ *                    value = will delay (4 bytes) + an encoded message
  *
- * What is written when: a persistent session's record on CONNECT and on
- * every (un)subscribe; its outgoing messages when it goes offline (all of
- * them) and while it is offline (each new one); each stored message is
- * deleted once delivered.  So a broker restart with a durable storage
- * plugin keeps what a client missed while away; messages inflight to a
- * connected client when the broker crashes are not stored (see
- * docs/mqtt.md).
+ * What is written when, for persistent sessions only (expiry != 0): the
+ * session record on CONNECT and on every (un)subscribe; each outgoing
+ * QoS 1/2 message when it is queued (online or not), its state when it is
+ * sent and when PUBREC arrives, deleted once acknowledged; each incoming
+ * QoS 2 id until PUBREL; the will from CONNECT until it is published or
+ * cancelled.  So a restart after a crash (kill -9) finds what was queued
+ * and inflight, resends the inflight ones with DUP (PUBREL for those
+ * PUBREC'd), does not route a resent incoming QoS 2 message twice, and
+ * publishes the wills of clients that do not come back in time.  Writes
+ * are as durable as the storage's fsync policy; they are not waited for.
  *
  * Bounds: max_queued messages and max_queued_bytes per session (queue,
  * not inflight); past them a QoS 1/2 delivery is dropped, counted in
@@ -36,6 +46,9 @@
 #define SESSION_BUCKETS 4096
 #define NS_SESSIONS "mqtt.sessions"
 #define NS_QUEUE "mqtt.queue"
+#define NS_OUTSTATE "mqtt.outstate"
+#define NS_QOS2IN "mqtt.qos2in"
+#define NS_WILLS "mqtt.wills"
 #define REC_FORMAT 1
 
 static struct mqtt_session *table[SESSION_BUCKETS];
@@ -234,44 +247,53 @@ session_save(struct mqtt_session *s)
 	mqtt_buf_free(&b);
 }
 
+/* Append the stored form of an outgoing message (also used for wills,
+ * with no subscription ids). */
+static void
+out_encode(struct mqtt_buf *b, const struct mqtt_out *o)
+{
+	struct pmq_msg_fields f = { .size = sizeof f };
+	uint32_t i;
+
+	api->msg_fields(o->m, &f);
+	mqtt_put_u8(b, REC_FORMAT);
+	mqtt_put_u8(b, o->qos);
+	mqtt_put_u8(b, o->retain);
+	mqtt_put_u8(b, f.qos);
+	mqtt_put_u8(b, f.retain);
+	mqtt_put_u8(b, f.payload_format);
+	put_u64(b, (uint64_t)f.timestamp_ms);
+	put_u64(b, (uint64_t)f.expiry_ms);
+	mqtt_put_u32(b, o->n_sub_ids);
+	for (i = 0; i < o->n_sub_ids; i++)
+		mqtt_put_u32(b, o->sub_ids[i]);
+	put_blob(b, f.topic, f.topic_len);
+	put_blob(b, f.payload, f.payload_len);
+	put_blob(b, f.content_type, f.content_type_len);
+	put_blob(b, f.response_topic, f.response_topic_len);
+	mqtt_put_u8(b, f.correlation_data != NULL);
+	put_blob(b, f.correlation_data, f.correlation_data_len);
+	mqtt_put_u32(b, f.n_headers);
+	for (i = 0; i < f.n_headers; i++) {
+		put_blob(b, f.headers[i].name, f.headers[i].name_len);
+		put_blob(b, f.headers[i].value, f.headers[i].value_len);
+	}
+}
+
 static void
 out_store(struct mqtt_session *s, struct mqtt_out *o)
 {
-	struct pmq_msg_fields f = { .size = sizeof f };
 	struct mqtt_buf b;
 	uint8_t key[65536 + 16];
 	size_t klen;
-	uint32_t i;
 
 	if (o->stored || s->expiry_ms == 0)
 		return;
 	klen = queue_key(s, o->seq, key, sizeof key);
 	if (klen == 0)
 		return;
-	api->msg_fields(o->m, &f);
 	mqtt_buf_init(&b);
-	mqtt_put_u8(&b, REC_FORMAT);
-	mqtt_put_u8(&b, o->qos);
-	mqtt_put_u8(&b, o->retain);
-	mqtt_put_u8(&b, f.qos);
-	mqtt_put_u8(&b, f.retain);
-	mqtt_put_u8(&b, f.payload_format);
-	put_u64(&b, (uint64_t)f.timestamp_ms);
-	put_u64(&b, (uint64_t)f.expiry_ms);
-	mqtt_put_u32(&b, o->n_sub_ids);
-	for (i = 0; i < o->n_sub_ids; i++)
-		mqtt_put_u32(&b, o->sub_ids[i]);
-	put_blob(&b, f.topic, f.topic_len);
-	put_blob(&b, f.payload, f.payload_len);
-	put_blob(&b, f.content_type, f.content_type_len);
-	put_blob(&b, f.response_topic, f.response_topic_len);
-	mqtt_put_u8(&b, f.correlation_data != NULL);
-	put_blob(&b, f.correlation_data, f.correlation_data_len);
-	mqtt_put_u32(&b, f.n_headers);
-	for (i = 0; i < f.n_headers; i++) {
-		put_blob(&b, f.headers[i].name, f.headers[i].name_len);
-		put_blob(&b, f.headers[i].value, f.headers[i].value_len);
-	}
+	out_encode(&b, o);
 	if (b.err == PMQ_OK &&
 	    api->kv_put(NS_QUEUE, key, klen, b.p, b.len, done_log,
 	                "a queued message") == PMQ_OK)
@@ -288,9 +310,112 @@ out_unstore(struct mqtt_session *s, struct mqtt_out *o)
 	if (!o->stored)
 		return;
 	klen = queue_key(s, o->seq, key, sizeof key);
-	if (klen != 0)
+	if (klen != 0) {
 		api->kv_del(NS_QUEUE, key, klen, NULL, NULL);
+		if (o->state_stored)
+			api->kv_del(NS_OUTSTATE, key, klen, NULL, NULL);
+	}
 	o->stored = 0;
+	o->state_stored = 0;
+}
+
+/* Record that a stored message left (state, packet id), so a restart
+ * resends it with DUP, or its PUBREL. */
+static void
+out_store_state(struct mqtt_session *s, struct mqtt_out *o)
+{
+	uint8_t key[65536 + 16], val[3];
+	size_t klen;
+
+	if (!o->stored)
+		return;
+	klen = queue_key(s, o->seq, key, sizeof key);
+	if (klen == 0)
+		return;
+	val[0] = o->state;
+	val[1] = (uint8_t)(o->pid >> 8);
+	val[2] = (uint8_t)o->pid;
+	if (api->kv_put(NS_OUTSTATE, key, klen, val, sizeof val, done_log,
+	                "an inflight state") == PMQ_OK)
+		o->state_stored = 1;
+}
+
+static size_t
+qos2_key(const struct mqtt_session *s, uint16_t pid, uint8_t *key,
+         size_t cap)
+{
+	if (s->id_len + 3 > cap)
+		return 0;
+	memcpy(key, s->id, s->id_len);
+	key[s->id_len] = '\0';
+	key[s->id_len + 1] = (uint8_t)(pid >> 8);
+	key[s->id_len + 2] = (uint8_t)pid;
+	return s->id_len + 3;
+}
+
+/* Persist (put) or forget (!put) an incoming QoS 2 id of a persistent
+ * session. */
+static void
+qos2_store(struct mqtt_session *s, uint16_t pid, int put)
+{
+	uint8_t key[65536 + 8];
+	size_t klen;
+
+	if (put && s->expiry_ms == 0)
+		return;
+	if (!put && !s->stored)
+		return;
+	klen = qos2_key(s, pid, key, sizeof key);
+	if (klen == 0)
+		return;
+	if (put)
+		api->kv_put(NS_QOS2IN, key, klen, "", 1, done_log,
+		            "a QoS 2 packet id");
+	else
+		api->kv_del(NS_QOS2IN, key, klen, NULL, NULL);
+}
+
+/* Drop the pending will; its stored copy too unless keep_stored (the
+ * broker stops: the restart publishes it as after a crash). */
+static void
+will_clear(struct mqtt_session *s, int keep_stored)
+{
+	if (s->will != NULL) {
+		api->msg_unref(s->will);
+		s->will = NULL;
+	}
+	if (s->will_timer != NULL)
+		api->timer_stop(s->will_timer);
+	if (s->will_stored && !keep_stored) {
+		api->kv_del(NS_WILLS, s->id, s->id_len, NULL, NULL);
+		s->will_stored = 0;
+	}
+}
+
+void
+session_set_will(struct mqtt_session *s, pmq_msg *will, uint32_t delay_s)
+{
+	struct pmq_msg_fields f = { .size = sizeof f };
+	struct mqtt_out o = { 0 };
+	struct mqtt_buf b;
+
+	will_clear(s, 0);
+	s->will = will;
+	s->will_delay_s = delay_s;
+	if (will == NULL || s->expiry_ms == 0)
+		return;
+	api->msg_fields(will, &f);
+	o.m = will;
+	o.qos = f.qos;
+	o.retain = f.retain;
+	mqtt_buf_init(&b);
+	mqtt_put_u32(&b, delay_s);
+	out_encode(&b, &o);
+	if (b.err == PMQ_OK &&
+	    api->kv_put(NS_WILLS, s->id, s->id_len, b.p, b.len, done_log,
+	                "a will") == PMQ_OK)
+		s->will_stored = 1;
+	mqtt_buf_free(&b);
 }
 
 /* ---- outgoing messages ---- */
@@ -446,6 +571,7 @@ session_pump(struct mqtt_session *s)
 		}
 		o->state = OUT_SENT;
 		q_push(&s->inflight, o);
+		out_store_state(s, o);
 	}
 }
 
@@ -535,10 +661,10 @@ session_deliver(struct mqtt_session *s, pmq_msg *m,
 	o->seq = s->next_seq++;
 	q_push(&s->queue, o);
 	s->queued_bytes += o->bytes;
-	if (mc == NULL)
-		out_store(s, o);
-	else
-		session_pump(s);
+	/* Stored before it is sent, so a crash cannot lose it (persistent
+	 * sessions only; out_store checks). */
+	out_store(s, o);
+	session_pump(s);
 }
 
 static void
@@ -578,6 +704,7 @@ session_pubrec(struct mqtt_session *s, uint16_t pid, uint8_t reason)
 		return 0;
 	}
 	o->state = OUT_REL;
+	out_store_state(s, o);
 	mqtt_send_pubrel(s->mc, pid, 0);
 	return 0;
 }
@@ -606,8 +733,8 @@ session_qos2_has(struct mqtt_session *s, uint16_t pid)
 	return 0;
 }
 
-int
-session_qos2_add(struct mqtt_session *s, uint16_t pid)
+static int
+qos2_push(struct mqtt_session *s, uint16_t pid)
 {
 	if (s->n_in_qos2 == s->cap_in_qos2) {
 		uint32_t cap = s->cap_in_qos2 ? s->cap_in_qos2 * 2 : 8;
@@ -628,6 +755,16 @@ session_qos2_add(struct mqtt_session *s, uint16_t pid)
 }
 
 int
+session_qos2_add(struct mqtt_session *s, uint16_t pid)
+{
+	int rc = qos2_push(s, pid);
+
+	if (rc == PMQ_OK)
+		qos2_store(s, pid, 1);
+	return rc;
+}
+
+int
 session_qos2_del(struct mqtt_session *s, uint16_t pid)
 {
 	uint32_t i;
@@ -635,6 +772,7 @@ session_qos2_del(struct mqtt_session *s, uint16_t pid)
 	for (i = 0; i < s->n_in_qos2; i++) {
 		if (s->in_qos2[i] == pid) {
 			s->in_qos2[i] = s->in_qos2[--s->n_in_qos2];
+			qos2_store(s, pid, 0);
 			return 0;
 		}
 	}
@@ -714,9 +852,8 @@ will_publish(struct mqtt_session *s)
 
 	if (w == NULL)
 		return;
-	s->will = NULL;
-	if (s->will_timer != NULL)
-		api->timer_stop(s->will_timer);
+	s->will = NULL; /* its reference is w's now */
+	will_clear(s, 0);
 	api->publish(s->cl, w, 0, NULL, NULL);
 	api->msg_unref(w);
 }
@@ -753,15 +890,11 @@ session_attach(struct mqtt_session *s, struct mqtt_conn *mc)
 	s->l = mc->l;
 	s->version = mc->version;
 	s->drop_logged = 0;
+	s->offline_since_ms = 0; /* online: a restart counts from then */
 	if (s->expiry_timer != NULL)
 		api->timer_stop(s->expiry_timer);
 	/* A new connection cancels a delayed will (3.1.2.5). */
-	if (s->will != NULL) {
-		api->msg_unref(s->will);
-		s->will = NULL;
-	}
-	if (s->will_timer != NULL)
-		api->timer_stop(s->will_timer);
+	will_clear(s, 0);
 }
 
 void
@@ -772,17 +905,12 @@ session_detach(struct mqtt_session *s, int shutdown)
 
 	s->mc = NULL;
 	if (mc != NULL && mc->disconnected && !mc->will_on_disconnect &&
-	    s->will != NULL) {
-		api->msg_unref(s->will);
-		s->will = NULL;
-	}
+	    s->will != NULL)
+		will_clear(s, 0);
 	if (shutdown) {
-		/* The broker stops: no wills; persist what a persistent
-		 * session would lose. */
-		if (s->will != NULL) {
-			api->msg_unref(s->will);
-			s->will = NULL;
-		}
+		/* The broker stops: no wills now; a stored one is published
+		 * after the restart unless the client comes back in time. */
+		will_clear(s, 1);
 	} else if (s->will != NULL &&
 	           (s->will_delay_s == 0 || s->expiry_ms == 0)) {
 		will_publish(s);
@@ -832,6 +960,12 @@ session_free(struct mqtt_session *s, int persist, int shutdown)
 			out_unstore(s, o);
 		out_free(o);
 	}
+	if (persist) {
+		uint32_t i;
+
+		for (i = 0; i < s->n_in_qos2; i++)
+			qos2_store(s, s->in_qos2[i], 0);
+	}
 	while (s->subs != NULL) {
 		struct mqtt_sub *sub = s->subs;
 
@@ -840,8 +974,7 @@ session_free(struct mqtt_session *s, int persist, int shutdown)
 	}
 	if (persist && s->stored)
 		api->kv_del(NS_SESSIONS, s->id, s->id_len, NULL, NULL);
-	if (s->will != NULL)
-		api->msg_unref(s->will);
+	will_clear(s, !persist);
 	if (s->will_timer != NULL)
 		api->timer_free(s->will_timer);
 	if (s->expiry_timer != NULL)
@@ -887,33 +1020,25 @@ sessions_free_all(void)
 
 struct load_ctx {
 	struct mqtt_listener *l;
-	uint64_t n_sessions, n_msgs, n_bad;
+	uint64_t n_sessions, n_msgs, n_inflight, n_wills, n_bad;
 };
 
-static int
-load_msg(void *arg, const void *key, size_t key_len, const void *val,
-         size_t val_len)
+/* Decode a stored outgoing message (the format out_encode writes).
+ * Returns a new mqtt_out (seq, state unset), or NULL when the record is
+ * bad or memory is short. */
+static struct mqtt_out *
+out_decode(const void *val, size_t val_len)
 {
-	struct load_ctx *lc = arg;
-	struct mqtt_session *s;
 	struct srd r = { val, 0, val_len, 0 };
 	struct pmq_msg_fields f = { .size = sizeof f };
 	struct pmq_header *hs = NULL;
 	struct mqtt_out *o;
-	const uint8_t *nul;
 	uint32_t i, n_ids;
 	uint8_t has_corr;
 	int err;
 
-	/* Keys are "<client id>\0<sequence>": find the session. */
-	nul = key_len > 9 ? memchr(key, 0, key_len) : NULL;
-	s = nul != NULL ? session_find(key, (size_t)(nul - (const uint8_t *)key))
-	                : NULL;
-	if (s == NULL || key_len != s->id_len + 9 || srd_u8(&r) != REC_FORMAT)
-		goto bad;
-	o = calloc(1, sizeof *o);
-	if (o == NULL)
-		return 1;
+	if (srd_u8(&r) != REC_FORMAT || (o = calloc(1, sizeof *o)) == NULL)
+		return NULL;
 	o->qos = srd_u8(&r);
 	o->retain = srd_u8(&r);
 	f.qos = srd_u8(&r);
@@ -922,10 +1047,10 @@ load_msg(void *arg, const void *key, size_t key_len, const void *val,
 	f.timestamp_ms = (int64_t)srd_u64(&r);
 	f.expiry_ms = (int64_t)srd_u64(&r);
 	n_ids = srd_u32(&r);
-	if (r.bad || n_ids > (val_len - r.pos) / 4 || o->qos == 0 || o->qos > 2)
-		goto bad_o;
+	if (r.bad || n_ids > (val_len - r.pos) / 4 || o->qos > 2)
+		goto bad;
 	if (n_ids > 0 && (o->sub_ids = calloc(n_ids, 4)) == NULL)
-		goto bad_o;
+		goto bad;
 	for (i = 0; i < n_ids; i++)
 		o->sub_ids[i] = srd_u32(&r);
 	o->n_sub_ids = n_ids;
@@ -943,40 +1068,158 @@ load_msg(void *arg, const void *key, size_t key_len, const void *val,
 		f.response_topic = NULL;
 	f.n_headers = srd_u32(&r);
 	if (r.bad || f.n_headers > (val_len - r.pos) / 8)
-		goto bad_o;
+		goto bad;
 	if (f.n_headers > 0 &&
 	    (hs = calloc(f.n_headers, sizeof *hs)) == NULL)
-		goto bad_o;
+		goto bad;
 	for (i = 0; i < f.n_headers; i++) {
 		hs[i].name = (const char *)srd_blob(&r, &hs[i].name_len);
 		hs[i].value = srd_blob(&r, &hs[i].value_len);
 	}
 	f.headers = hs;
 	if (r.bad || r.pos != r.len)
-		goto bad_o;
+		goto bad;
 	o->m = api->msg_new(&f, &err);
 	free(hs);
 	hs = NULL;
 	if (o->m == NULL)
-		goto bad_o;
+		goto bad;
+	o->bytes = f.payload_len + f.topic_len;
+	return o;
+bad:
+	free(hs);
+	free(o->sub_ids);
+	free(o);
+	return NULL;
+}
+
+/* The session a "<client id>\0<suffix>" key belongs to, or NULL. */
+static struct mqtt_session *
+key_session(const void *key, size_t key_len, size_t suffix)
+{
+	const uint8_t *nul = key_len > suffix ? memchr(key, 0, key_len) : NULL;
+	struct mqtt_session *s;
+
+	if (nul == NULL)
+		return NULL;
+	s = session_find(key, (size_t)(nul - (const uint8_t *)key));
+	return s != NULL && key_len == s->id_len + 1 + suffix ? s : NULL;
+}
+
+static int
+load_msg(void *arg, const void *key, size_t key_len, const void *val,
+         size_t val_len)
+{
+	struct load_ctx *lc = arg;
+	struct mqtt_session *s = key_session(key, key_len, 8);
+	struct mqtt_out *o;
+	uint32_t i;
+
+	o = s != NULL ? out_decode(val, val_len) : NULL;
+	if (o == NULL || o->qos == 0) {
+		if (o != NULL)
+			out_free(o);
+		lc->n_bad++;
+		api->kv_del(NS_QUEUE, key, key_len, NULL, NULL);
+		return 0;
+	}
 	o->seq = 0;
 	for (i = 0; i < 8; i++)
 		o->seq = (o->seq << 8) | ((const uint8_t *)key)[s->id_len + 1 + i];
 	if (o->seq >= s->next_seq)
 		s->next_seq = o->seq + 1;
-	o->bytes = f.payload_len + f.topic_len;
 	o->stored = 1;
 	q_push(&s->queue, o);
 	s->queued_bytes += o->bytes;
 	lc->n_msgs++;
 	return 0;
-bad_o:
-	free(hs);
-	free(o->sub_ids);
-	free(o);
-bad:
-	lc->n_bad++;
-	api->kv_del(NS_QUEUE, key, key_len, NULL, NULL);
+}
+
+/* The state of a stored message that had left: it becomes inflight
+ * again (moved by sessions_load once every state is known). */
+static int
+load_state(void *arg, const void *key, size_t key_len, const void *val,
+           size_t val_len)
+{
+	struct load_ctx *lc = arg;
+	struct mqtt_session *s = key_session(key, key_len, 8);
+	const uint8_t *v = val;
+	struct mqtt_out *o = NULL;
+	uint64_t seq = 0;
+	uint32_t i;
+
+	if (s != NULL && val_len == 3 && (v[0] == OUT_SENT || v[0] == OUT_REL)) {
+		for (i = 0; i < 8; i++)
+			seq = (seq << 8) |
+			      ((const uint8_t *)key)[s->id_len + 1 + i];
+		for (o = s->queue.head; o != NULL; o = o->next)
+			if (o->seq == seq)
+				break;
+	}
+	if (o == NULL || (o->qos == 1 && v[0] == OUT_REL) ||
+	    ((uint16_t)(v[1] << 8 | v[2])) == 0) {
+		lc->n_bad++;
+		api->kv_del(NS_OUTSTATE, key, key_len, NULL, NULL);
+		return 0;
+	}
+	o->state = v[0];
+	o->pid = (uint16_t)(v[1] << 8 | v[2]);
+	o->state_stored = 1;
+	lc->n_inflight++;
+	return 0;
+}
+
+static int
+load_qos2(void *arg, const void *key, size_t key_len, const void *val,
+          size_t val_len)
+{
+	struct load_ctx *lc = arg;
+	struct mqtt_session *s = key_session(key, key_len, 2);
+	uint16_t pid;
+
+	(void)val;
+	(void)val_len;
+	if (s == NULL) {
+		lc->n_bad++;
+		api->kv_del(NS_QOS2IN, key, key_len, NULL, NULL);
+		return 0;
+	}
+	pid = (uint16_t)(((const uint8_t *)key)[s->id_len + 1] << 8 |
+	                 ((const uint8_t *)key)[s->id_len + 2]);
+	/* Already stored: add to the list without writing again. */
+	if (!session_qos2_has(s, pid) && qos2_push(s, pid) != PMQ_OK)
+		lc->n_bad++;
+	return 0;
+}
+
+static int
+load_will(void *arg, const void *key, size_t key_len, const void *val,
+          size_t val_len)
+{
+	struct load_ctx *lc = arg;
+	struct mqtt_session *s = session_find(key, key_len);
+	struct srd r = { val, 0, val_len, 0 };
+	struct mqtt_out *o = NULL;
+	uint32_t delay;
+
+	delay = srd_u32(&r);
+	if (s != NULL && !r.bad && s->will == NULL)
+		o = out_decode((const uint8_t *)val + 4, val_len - 4);
+	if (o == NULL) {
+		lc->n_bad++;
+		api->kv_del(NS_WILLS, key, key_len, NULL, NULL);
+		return 0;
+	}
+	/* The client is away after the restart: its will goes after the
+	 * delay (counted from now) unless it reconnects first; never from
+	 * inside the scan. */
+	s->will = api->msg_ref(o->m);
+	s->will_delay_s = delay;
+	s->will_stored = 1;
+	out_free(o);
+	timer_arm(&s->will_timer, will_timer_cb, s,
+	          delay > 0 ? (uint64_t)delay * 1000 : 1);
+	lc->n_wills++;
 	return 0;
 }
 
@@ -1051,6 +1294,8 @@ void
 sessions_load(struct mqtt_listener *l)
 {
 	struct load_ctx lc = { .l = l };
+	struct mqtt_session *s;
+	size_t i;
 
 	if (loaded)
 		return;
@@ -1059,9 +1304,31 @@ sessions_load(struct mqtt_listener *l)
 	 * inside another scan's callback. */
 	api->kv_scan(NS_SESSIONS, "", 0, load_session, &lc);
 	api->kv_scan(NS_QUEUE, "", 0, load_msg, &lc);
+	api->kv_scan(NS_OUTSTATE, "", 0, load_state, &lc);
+	api->kv_scan(NS_QOS2IN, "", 0, load_qos2, &lc);
+	api->kv_scan(NS_WILLS, "", 0, load_will, &lc);
+	/* Messages that had left become inflight again, in order. */
+	for (i = 0; i < SESSION_BUCKETS; i++) {
+		for (s = table[i]; s != NULL; s = s->hnext) {
+			struct mqtt_outq rest = { 0 };
+			struct mqtt_out *o;
+
+			while ((o = q_pop(&s->queue)) != NULL) {
+				if (o->state != OUT_QUEUED) {
+					s->queued_bytes -= o->bytes;
+					q_push(&s->inflight, o);
+				} else {
+					q_push(&rest, o);
+				}
+			}
+			s->queue = rest;
+		}
+	}
 	if (lc.n_sessions > 0 || lc.n_bad > 0)
 		api->log(l->inst, PMQ_LOG_INFO,
 		         "restored %" PRIu64 " sessions with %" PRIu64
-		         " queued messages (%" PRIu64 " bad records dropped)",
-		         lc.n_sessions, lc.n_msgs, lc.n_bad);
+		         " queued messages (%" PRIu64 " inflight), %" PRIu64
+		         " wills (%" PRIu64 " bad records dropped)",
+		         lc.n_sessions, lc.n_msgs, lc.n_inflight, lc.n_wills,
+		         lc.n_bad);
 }

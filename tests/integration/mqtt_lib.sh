@@ -92,6 +92,9 @@ mq_start() {
 			echo "[plexmqd]"
 			echo "data_dir = $PMQ_TMP/data"
 			echo "log_level = debug"
+			# MQ_PLEXMQD_KEYS: extra [plexmqd] lines (plexmqd only).
+			[ -z "${MQ_PLEXMQD_KEYS:-}" ] ||
+			    printf '%s\n' "$MQ_PLEXMQD_KEYS"
 			echo "[storage]"
 			echo "plugin = memory"
 			echo "[listener mqtt]"
@@ -307,6 +310,21 @@ _mq_end_clients() {
 	mq_clients=
 }
 
+# mq_scenario_only TARGET NAME [KEY VALUE]...: mq_scenario on TARGET alone
+# (when it is among the targets), for what the other broker lacks.
+mq_scenario_only() {
+	_only=$1
+	shift
+	case " $MQ_TARGETS " in
+	*" $_only "*) ;;
+	*) echo "scenario $1: not run ($_only is not a target)"; return 0 ;;
+	esac
+	_save_targets=$MQ_TARGETS
+	MQ_TARGETS=$_only
+	mq_scenario "$@"
+	MQ_TARGETS=$_save_targets
+}
+
 # mq_scenario NAME [KEY VALUE]...: run scen_NAME against every target, each
 # with a fresh broker configured with the keys, then compare deliveries.
 mq_scenario() {
@@ -367,4 +385,278 @@ mq_finish() {
 	*" plexmqd "*) pmq_pass ;;
 	esac
 	pmq_skip "plexmqd's mqtt.so not built; checked against $MQ_TARGETS only"
+}
+
+# mq_py [ARGS]...: run the python3 program on stdin (at most 40 s) with
+# `mqraw` importable: a raw MQTT client over a socket, for what the real
+# clients cannot do or show (malformed input, not acknowledging, exact
+# timing, packet inspection).  MQ_PORT and MQ_TARGET are in its
+# environment; mqraw.PORT is the broker's port.
+mq_py() {
+	[ -f "$PMQ_TMP/mqraw.py" ] || _mq_pylib >"$PMQ_TMP/mqraw.py"
+	MQ_PORT=$MQ_PORT MQ_TARGET=$MQ_TARGET PYTHONPATH="$PMQ_TMP" \
+	    timeout 40 python3 - "$@"
+}
+
+_mq_pylib() {
+	cat <<'PYEOF'
+"""mqraw: a minimal raw MQTT 3.1/3.1.1/5 client for tests (written by
+tests/integration/mqtt_lib.sh).  Every receive has a timeout."""
+import os, socket, struct, time
+
+PORT = int(os.environ.get('MQ_PORT', '1883'))
+TARGET = os.environ.get('MQ_TARGET', '')
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, \
+    SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = \
+    range(1, 16)
+_U8 = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
+_U16 = {0x13, 0x21, 0x22, 0x23}
+_U32 = {0x02, 0x11, 0x18, 0x27}
+_STR = {0x03, 0x08, 0x12, 0x15, 0x1A, 0x1C, 0x1F}
+_BIN = {0x09, 0x16}
+
+
+class Closed(Exception):
+    pass
+
+
+def varint(n):
+    out = b''
+    while True:
+        d, n = n % 128, n // 128
+        out += bytes([d | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def s(x):
+    x = x.encode() if isinstance(x, str) else x
+    return struct.pack('!H', len(x)) + x
+
+
+def props(*pairs):
+    """props((id, value), ...) -> the encoded property block."""
+    body = b''
+    for pid, v in pairs:
+        body += bytes([pid])
+        if pid in _U8:
+            body += bytes([v])
+        elif pid in _U16:
+            body += struct.pack('!H', v)
+        elif pid in _U32:
+            body += struct.pack('!I', v)
+        elif pid == 0x0B:
+            body += varint(v)
+        elif pid == 0x26:
+            body += s(v[0]) + s(v[1])
+        else:
+            body += s(v)
+    return varint(len(body)) + body
+
+
+def parse_props(b, i):
+    """-> (dict id -> value or list for user props/sub ids, next index)."""
+    n, m, ln = 0, 1, 0
+    while True:
+        d = b[i]; i += 1
+        ln += (d & 127) * m; m *= 128
+        if not d & 128:
+            break
+    end, out = i + ln, {}
+    while i < end:
+        pid = b[i]; i += 1
+        if pid in _U8:
+            v = b[i]; i += 1
+        elif pid in _U16:
+            v = struct.unpack('!H', b[i:i + 2])[0]; i += 2
+        elif pid in _U32:
+            v = struct.unpack('!I', b[i:i + 4])[0]; i += 4
+        elif pid == 0x0B:
+            v, m = 0, 1
+            while True:
+                d = b[i]; i += 1
+                v += (d & 127) * m; m *= 128
+                if not d & 128:
+                    break
+        elif pid == 0x26:
+            l1 = struct.unpack('!H', b[i:i + 2])[0]
+            k = b[i + 2:i + 2 + l1]; i += 2 + l1
+            l2 = struct.unpack('!H', b[i:i + 2])[0]
+            v = (k, b[i + 2:i + 2 + l2]); i += 2 + l2
+        else:
+            ln2 = struct.unpack('!H', b[i:i + 2])[0]
+            v = b[i + 2:i + 2 + ln2]; i += 2 + ln2
+        if pid in (0x26, 0x0B):
+            out.setdefault(pid, []).append(v)
+        else:
+            out[pid] = v
+    return out, end
+
+
+class Packet:
+    def __init__(self, first, body, v):
+        self.type, self.flags, self.body = first >> 4, first & 15, body
+        self.props, self.reason = {}, None
+        if self.type == PUBLISH:
+            self.qos, self.dup = (first >> 1) & 3, (first >> 3) & 1
+            self.retain = first & 1
+            tl = struct.unpack('!H', body[:2])[0]
+            self.topic, i = body[2:2 + tl], 2 + tl
+            self.pid = 0
+            if self.qos:
+                self.pid = struct.unpack('!H', body[i:i + 2])[0]; i += 2
+            if v == 5:
+                self.props, i = parse_props(body, i)
+            self.payload = body[i:]
+        elif self.type == CONNACK:
+            self.present, self.reason = body[0] & 1, body[1]
+            if v == 5 and len(body) > 2:
+                self.props, _ = parse_props(body, 2)
+        elif self.type == DISCONNECT:
+            self.reason = body[0] if body else 0
+            if len(body) > 1:
+                self.props, _ = parse_props(body, 1)
+        elif self.type in (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
+                           UNSUBACK):
+            self.pid = struct.unpack('!H', body[:2])[0]
+            if self.type == SUBACK:
+                i = 2
+                if v == 5:
+                    self.props, i = parse_props(body, 2)
+                self.codes = list(body[i:])
+            elif len(body) > 2:
+                self.reason = body[2]
+
+    def __repr__(self):
+        return '<%d %r>' % (self.type, self.body[:40])
+
+
+class Client:
+    def __init__(self, v=4, rcvbuf=None, port=None):
+        self.v = v
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(('127.0.0.1', port or PORT))
+        self.buf = b''
+
+    def raw(self, b):
+        self.sock.sendall(b)
+
+    def send(self, first, body):
+        self.raw(bytes([first]) + varint(len(body)) + body)
+
+    def recv(self, timeout=5.0):
+        """The next packet; raises Closed on EOF, TimeoutError."""
+        end = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 2:
+                n, m, i = 0, 1, 1
+                while i < len(self.buf) and i <= 4:
+                    d = self.buf[i]; i += 1
+                    n += (d & 127) * m; m *= 128
+                    if not d & 128:
+                        if len(self.buf) >= i + n:
+                            p = Packet(self.buf[0], self.buf[i:i + n], self.v)
+                            self.buf = self.buf[i + n:]
+                            return p
+                        break
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError('no packet in %.1fs' % timeout)
+            self.sock.settimeout(left)
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError('no packet in %.1fs' % timeout)
+            except ConnectionError:
+                d = b''
+            if not d:
+                raise Closed()
+            self.buf += d
+
+    def expect(self, typ, timeout=5.0):
+        p = self.recv(timeout)
+        if p.type != typ:
+            raise AssertionError('expected type %d, got %r' % (typ, p))
+        return p
+
+    def until_closed(self, timeout=5.0):
+        """Packets received until the broker closed; TimeoutError if not."""
+        got = []
+        while True:
+            try:
+                got.append(self.recv(max(0.01, timeout)))
+            except Closed:
+                return got
+
+    def connect(self, cid, keepalive=60, clean=True, prop=None, will=None,
+                proto=None, level=None):
+        v = self.v
+        proto = proto or (b'MQIsdp' if v == 3 else b'MQTT')
+        flags = 2 if clean else 0
+        tail = b''
+        if will:
+            topic, payload, qos, retain, wprops = (will + (b'',))[:5] \
+                if len(will) == 4 else will
+            flags |= 4 | qos << 3 | (32 if retain else 0)
+            if v == 5:
+                tail += wprops or props()
+            tail += s(topic) + s(payload)
+        body = s(proto) + bytes([level or v, flags]) + \
+            struct.pack('!H', keepalive)
+        if v == 5:
+            body += prop if prop is not None else props()
+        self.send(0x10, body + s(cid) + tail)
+        return self.expect(CONNACK)
+
+    def subscribe(self, pid, flt, opts=1, prop=None):
+        body = struct.pack('!H', pid)
+        if self.v == 5:
+            body += prop if prop is not None else props()
+        self.send(0x82, body + s(flt) + bytes([opts]))
+        return self.expect(SUBACK)
+
+    def publish(self, topic, payload, qos=0, pid=0, retain=False, dup=False,
+                prop=None):
+        body = s(topic)
+        if qos:
+            body += struct.pack('!H', pid)
+        if self.v == 5:
+            body += prop if prop is not None else props()
+        payload = payload.encode() if isinstance(payload, str) else payload
+        self.send(0x30 | qos << 1 | (8 if dup else 0) | (1 if retain else 0),
+                  body + payload)
+
+    def ack(self, typ, pid):
+        self.send(typ << 4 | (2 if typ == PUBREL else 0),
+                  struct.pack('!H', pid))
+
+    def disconnect(self, reason=None):
+        self.send(0xE0, b'' if reason is None else bytes([reason, 0]))
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+PYEOF
+}
+
+# mq_pyscen [ARGS]...: run a mq_py program as (part of) a scenario: its
+# stdout lines are deliveries (appended to MQ_OUT), except lines starting
+# "FAIL " which are failures (mq_bad); stderr is shown (notes).
+mq_pyscen() {
+	mq_py "$@" >"$MQ_W/py.out" 2>"$MQ_W/py.err"
+	_rc=$?
+	grep -v '^FAIL ' "$MQ_W/py.out" >>"$MQ_OUT"
+	sed 's/^/    /' "$MQ_W/py.err"
+	grep '^FAIL ' "$MQ_W/py.out" | while IFS= read -r _l; do
+		echo "$_l"
+	done >"$MQ_W/py.fail"
+	while IFS= read -r _l; do
+		mq_bad "${_l#FAIL }"
+	done <"$MQ_W/py.fail"
+	[ $_rc -eq 0 ] || mq_bad "python exit $_rc: $(tail -n 3 "$MQ_W/py.err" | tr '\n' ' ')"
 }
