@@ -3,7 +3,10 @@
  * storage handles and offsets (log_start <= high_water <= log_end), turns
  * appends, reads and long polls into storage operations and completions,
  * persists topic metadata in the "topics" namespace and runs retention.
- * See logs.h for the contract and the failed-append policy.
+ * See logs.h for the contract and the failed-append policy; once the
+ * appends in flight at a failure are done, the partition resynchronises
+ * with the storage's real end (logs_part_resync) rather than assuming it
+ * is high_water.
  *
  * Lifetime: a topic is reference counted.  The table holds one reference;
  * every storage operation in flight and every waiter holds one, so a
@@ -51,6 +54,8 @@ struct partition {
 	int64_t log_end;
 	uint32_t inflight;    /* appends submitted, not completed */
 	int fail_err;         /* non-zero: draining after a failed append */
+	int lost_err;         /* non-zero: the storage lost acknowledged
+	                         offsets; appends refused until a restart */
 	int retention_busy;   /* a retention step is in flight */
 	struct pmq_waiter *waiters; /* armed (not yet fired) waiters */
 	struct seg *segs;     /* FIFO [seg_head, seg_head + seg_n) */
@@ -765,6 +770,64 @@ logs_offsets(const char *topic, int32_t partition,
 
 /* ---- appends ---- */
 
+/*
+ * After failed appends, learn where the storage really ends instead of
+ * assuming it ends at high_water: a storage may have stored a batch it then
+ * reported as failed (a commit that landed but whose sync failed), and
+ * appending at an end the storage does not share would be refused forever.
+ * The ABI's way to ask is to close the handle and open the log again
+ * (log_open reports the durable start and end; it may block, which is fine
+ * for this rare path; ops still queued on the old handle finish first, as
+ * every plugin's log_close allows).  Called with no append in flight.
+ *
+ * A storage end above high_water: those offsets were assigned once and
+ * reported failed; they are stored, so readers see them now and appends go
+ * on after them.  An end below high_water: the storage lost offsets it had
+ * acknowledged.  Appending there would hand those offsets out a second
+ * time, so appends fail (PMQ_ERR_IO, logged) until a restart.  A handle
+ * that does not open again stays NULL and the next append tries again.
+ */
+static int
+logs_part_resync(struct partition *p)
+{
+	struct storage *s = stor();
+	struct pmq_log_state ls = {.size = sizeof ls};
+	int e = PMQ_ERR_IO;
+
+	if (s == NULL || p->t->deleting)
+		return PMQ_ERR_CLOSED;
+	if (p->log != NULL)
+		s->ops->log_close(s->st, p->log);
+	p->log = s->ops->log_open(s->st, p->t->name, p->id, &ls, &e);
+	if (p->log == NULL) {
+		log_error("%s: %s-%d: log does not open again (%d); appends "
+		    "fail until it does", __func__, p->t->name, (int)p->id, e);
+		return e == PMQ_OK ? PMQ_ERR_IO : e;
+	}
+	if (ls.log_end < p->high_water) {
+		log_error("%s: %s-%d: storage ends at %lld, but offsets up to "
+		    "%lld were acknowledged: the storage lost them; appends "
+		    "are refused until a restart so that no offset is handed "
+		    "out twice", __func__, p->t->name, (int)p->id,
+		    (long long)ls.log_end, (long long)p->high_water);
+		p->lost_err = PMQ_ERR_IO;
+		p->log_end = p->high_water;
+		return PMQ_ERR_IO;
+	}
+	if (ls.log_end > p->high_water) {
+		log_warn("%s: %s-%d: storage holds offsets %lld..%lld that were "
+		    "reported failed; they stay, appends go on after them",
+		    __func__, p->t->name, (int)p->id,
+		    (long long)p->high_water, (long long)ls.log_end - 1);
+		p->high_water = ls.log_end;
+		logs_wake_readers(p);
+	}
+	p->log_end = p->high_water;
+	if (ls.log_start > p->log_start && ls.log_start <= p->high_water)
+		p->log_start = ls.log_start;
+	return PMQ_OK;
+}
+
 /* Submit buf (mutable: its base offset is rewritten; still the caller's)
  * as the next batch of p; op is consumed on PMQ_OK only. */
 static int
@@ -784,6 +847,10 @@ logs_part_append(struct partition *p, void *buf, size_t len, struct op *op)
 		return PMQ_ERR_INVAL;
 	if (p->fail_err != 0)
 		return PMQ_ERR_AGAIN;
+	if (p->lost_err != 0)
+		return p->lost_err;
+	if (p->log == NULL && logs_part_resync(p) != PMQ_OK)
+		return PMQ_ERR_IO;
 	io = logs_io(op);
 	if (io == NULL)
 		return PMQ_ERR_NOMEM;
@@ -861,7 +928,8 @@ logs_append_finish(struct op *op, int status, int64_t value)
 		 * a hole, so it fails too. */
 		if (status == PMQ_OK)
 			log_error("%s: %s-%d: storage stored offset %lld after "
-			    "a failed append; it ignores base offsets",
+			    "a failed append; reported failed, resynchronised "
+			    "below",
 			    __func__, t->name, (int)p->id,
 			    (long long)op->base);
 		status = p->fail_err;
@@ -882,10 +950,12 @@ logs_append_finish(struct op *op, int status, int64_t value)
 		logs_wake_readers(p);
 	}
 	if (p->fail_err != 0 && p->inflight == 0) {
-		log_warn("%s: %s-%d: appends resume at offset %lld", __func__,
-		    t->name, (int)p->id, (long long)p->high_water);
-		p->log_end = p->high_water;
 		p->fail_err = 0;
+		p->log_end = p->high_water;
+		if (!t->deleting)
+			(void)logs_part_resync(p);
+		log_warn("%s: %s-%d: appends resume at offset %lld", __func__,
+		    t->name, (int)p->id, (long long)p->log_end);
 	}
 	return status;
 }
@@ -946,6 +1016,11 @@ logs_read(const char *topic, int32_t partition, int64_t offset,
 	if (op == NULL)
 		return PMQ_ERR_NOMEM;
 	op->cb.read = done;
+	if (p->log == NULL && offset >= p->log_start &&
+	    offset < p->high_water) {
+		logs_op_free(op); /* reopen failed: see logs_part_resync */
+		return PMQ_ERR_IO;
+	}
 	if (offset < p->log_start || offset >= p->high_water) {
 		/* Nothing to ask the storage: answer on a later turn. */
 		op->status = offset == p->high_water ? PMQ_OK : PMQ_ERR_RANGE;
@@ -983,6 +1058,8 @@ logs_offset_for_time(const char *topic, int32_t partition, int64_t ts_ms,
 		return PMQ_ERR_NOTFOUND;
 	if (s->ops->log_offset_for_time == NULL)
 		return PMQ_ERR_UNSUPPORTED;
+	if (p->log == NULL)
+		return PMQ_ERR_IO; /* reopen failed: see logs_part_resync */
 	op = logs_op_new(OP_OFFSET, p->t, p, arg);
 	io = op != NULL ? logs_io(op) : NULL;
 	if (io == NULL) {

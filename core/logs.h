@@ -21,9 +21,13 @@
  * high_water.  Every append of that partition submitted before the error
  * arrived and still in flight is failed with the same error, whatever the
  * storage says about it (it would sit past a hole), and new appends are
- * refused with PMQ_ERR_AGAIN until those have all completed; then log_end
- * is reset to high_water and appends resume from there.  This relies on
- * the storage contract that an append's base_offset is the log's end.
+ * refused with PMQ_ERR_AGAIN until those have all completed.  Then the
+ * core closes and reopens the partition to learn the storage's durable
+ * end: if the storage kept more than the core believed, those offsets
+ * become readable and appends continue after them; if it kept less
+ * (acknowledged data lost), appends fail with PMQ_ERR_IO, logged, until a
+ * restart, so no offset is ever handed out twice.  A failed reopen is
+ * retried by the next append.
  *
  * Retention: logs_init() starts a timer that calls logs_retention_run()
  * every LOGS_RETENTION_INTERVAL_MS.  Time retention asks the storage for

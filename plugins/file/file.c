@@ -104,6 +104,13 @@ struct fs {
 	atomic_uint_fast64_t next_id;
 	atomic_uint_fast64_t fsyncs, writes;
 	int kv_failed; /* an fsync of the journal failed; writer only */
+	/* Logs whose fsync failed, as "partition/topic" (under mu): a handle
+	 * opened again (the host reopens a log to resynchronise after failed
+	 * appends) must keep failing until a restart has checked the files.
+	 * failed_all: remembering one ran out of memory, so all do. */
+	char **failed;
+	size_t nfailed;
+	int failed_all;
 };
 
 /* ---- small accessors used by segment.c and journal.c ---- */
@@ -347,6 +354,53 @@ static void exec_op(struct fs *s, struct op *o)
 	}
 }
 
+/* Name of a log in s->failed; malloc'd, NULL when out of memory. */
+static char *failed_name(const char *topic, int32_t partition)
+{
+	size_t n = strlen(topic) + 16;
+	char *p = malloc(n);
+
+	if (p != NULL)
+		snprintf(p, n, "%d/%s", (int)partition, topic);
+	return p;
+}
+
+/* Writer: the log's fsync failed; remember it beyond this handle. */
+static void remember_failed(struct fs *s, const struct flog *l)
+{
+	char *name = failed_name(l->topic, l->partition);
+	char **nv;
+
+	pthread_mutex_lock(&s->mu);
+	nv = name != NULL ? realloc(s->failed, (s->nfailed + 1) *
+	                                           sizeof(*s->failed))
+	                  : NULL;
+	if (nv == NULL) {
+		free(name);
+		s->failed_all = 1;
+	} else {
+		s->failed = nv;
+		s->failed[s->nfailed++] = name;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Did an fsync of this log fail since start?  Loop thread. */
+static int was_failed(struct fs *s, const char *topic, int32_t partition)
+{
+	char *name = failed_name(topic, partition);
+	size_t i;
+	int r;
+
+	pthread_mutex_lock(&s->mu);
+	r = s->failed_all || name == NULL;
+	for (i = 0; !r && i < s->nfailed; i++)
+		r = strcmp(s->failed[i], name) == 0;
+	pthread_mutex_unlock(&s->mu);
+	free(name);
+	return r;
+}
+
 /* Run one group: writes, then (always) one fsync per touched file, then
  * every completion, in order. */
 static void run_group(struct fs *s, struct op *batch)
@@ -373,9 +427,11 @@ static void run_group(struct fs *s, struct op *batch)
 			 * the pages: nothing later may be acknowledged on
 			 * top of them until a restart checks the files. */
 			o->status = PMQ_ERR_IO;
-			if (o->kind == OP_APPEND)
+			if (o->kind == OP_APPEND) {
+				if (!o->log->failed)
+					remember_failed(s, o->log);
 				o->log->failed = PMQ_ERR_IO;
-			else
+			} else
 				s->kv_failed = PMQ_ERR_IO;
 		}
 		pthread_mutex_lock(&s->dmu);
@@ -869,6 +925,9 @@ static void fs_destroy(void *st)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->dirty);
+	while (s->nfailed > 0)
+		free(s->failed[--s->nfailed]);
+	free(s->failed);
 	free(s->dir);
 	free(s->logs_dir);
 	free(s->dir_cfg);
@@ -928,6 +987,8 @@ static void *fs_log_open(void *st, const char *topic, int32_t partition,
 	l = flog_open(s, s->logs_dir, topic, partition, err);
 	if (l == NULL)
 		return NULL;
+	if (was_failed(s, topic, partition))
+		l->failed = PMQ_ERR_IO;
 	l->close_op = calloc(1, sizeof(struct op));
 	pthread_mutex_lock(&s->mu);
 	if (l->close_op == NULL || s->nlogs == s->caplogs) {

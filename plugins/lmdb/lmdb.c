@@ -35,6 +35,7 @@
  * No lock of ours is held while calling io_done/io_done_data.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -1324,6 +1326,61 @@ static int mkdir_p(const char *path)
 	return rc;
 }
 
+/* fsync the directory path; 0 or an errno value (logged). */
+static int sync_dir(struct lm *m, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0 || fsync(fd) != 0)
+		rc = errno;
+	if (fd >= 0 && close(fd) != 0 && rc == 0)
+		rc = errno;
+	if (rc != 0)
+		api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: fsync of "
+		         "directory %s: %s", path, strerror(rc));
+	return rc;
+}
+
+/* Make the environment's existence durable: LMDB creates data.mdb and
+ * lock.mdb (and mkdir_p the directory) without syncing a directory, so a
+ * power cut soon after the first start could take the whole environment,
+ * acknowledged writes included, although every commit was synced.  One
+ * sync of the data file (LMDB's first commit does not sync under
+ * MDB_NOSYNC), of the directory and of its parent, once at start. */
+static int sync_env_dirs(struct lm *m, const char *dir)
+{
+	char *parent;
+	char *slash;
+	int rc;
+
+	if (m->fsync == FSYNC_NEVER)
+		return 0;
+	if ((rc = mdb_env_sync(m->env, 1)) != 0) {
+		api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: %s: sync: %s",
+		         dir, mdb_strerror(rc));
+		return rc;
+	}
+	if ((rc = sync_dir(m, dir)) != 0)
+		return rc;
+	if ((parent = strdup(dir)) == NULL)
+		return ENOMEM;
+	/* The parent: strip trailing slashes, then the last component. */
+	for (slash = parent + strlen(parent) - 1;
+	     slash > parent && *slash == '/'; slash--)
+		*slash = '\0';
+	slash = strrchr(parent, '/');
+	if (slash == NULL)
+		strcpy(parent, ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	rc = sync_dir(m, parent);
+	free(parent);
+	return rc;
+}
+
 static int open_env(struct lm *m, const char *dir)
 {
 	unsigned flags = MDB_NOTLS;
@@ -1362,6 +1419,11 @@ static int open_env(struct lm *m, const char *dir)
 		goto fail;
 	m->cur_map = info.me_mapsize;
 	m->maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
+	if (sync_env_dirs(m, dir) != 0) {
+		mdb_env_close(m->env);
+		m->env = NULL;
+		return PMQ_ERR_IO;
+	}
 	return PMQ_OK;
 fail:
 	api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: %s: %s", dir,

@@ -19,7 +19,14 @@ tests_crash_test_powercut_CFLAGS = $(PMQ_CFLAGS) -pthread \
 tests_crash_test_powercut_LDFLAGS = -pthread
 
 CRASH_TESTS_SH = tests/crash/crash_tcp.sh tests/crash/powercut_tcp.sh \
-	tests/crash/crash_mqtt.sh
+	tests/crash/crash_mqtt.sh tests/crash/crash_kafka.sh
 TESTS += tests/crash/test_powercut $(CRASH_TESTS_SH)
 EXTRA_DIST += $(CRASH_TESTS_SH) tests/crash/lib.sh tests/crash/client.py \
+	tests/crash/kafka_crash.js \
 	docs/crash-testing.md
+
+# Storage on a read-only data dir (file and lmdb; a bind mount, skipped
+# where mounts are not permitted).
+TESTS += tests/integration/storage_readonly.sh tests/crash/crash_mqtt_session.sh
+EXTRA_DIST += tests/integration/storage_readonly.sh \
+	tests/crash/crash_mqtt_session.sh

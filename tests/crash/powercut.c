@@ -13,8 +13,10 @@
  * At a simulated power cut every undo log is applied in reverse, then the
  * name operations are undone newest first, so the files are left as the
  * disk would hold them had the power failed: only what a completed fsync
- * covered survives.  The process then ends with _exit(137) (the status of
- * a SIGKILL as a shell reports it) without running atexit handlers.
+ * covered survives.  The undo runs in a forked child while every thread
+ * of the process is stopped (SIGSTOP), and the child then ends the process
+ * with SIGKILL (137 as a shell reports it): no thread of it runs on a half
+ * undone file, and no atexit handler runs.
  *
  * Environment:
  *   PMQ_POWERCUT_DIR    watched directory (unset: the shim does nothing)
@@ -738,8 +740,8 @@ static void pc_write_stats(int cut, unsigned long long dw,
 	REAL(close)(fd);
 }
 
-/* Lock held; never returns. */
-static void pc_cut(const char *why)
+/* Put every watched file and name back to what fsync covered. */
+static void pc_undo_all(const char *why)
 {
 	unsigned long long nw = 0, nb = 0, nops = 0;
 	for (struct inode *i = pc_inodes; i != NULL; i = i->next)
@@ -753,7 +755,84 @@ static void pc_cut(const char *why)
 	       "%llu name operations discarded, %llu fsyncs seen\n", why,
 	       pc_torn ? " torn, seed above" : "", nw, nb, nops,
 	       st.fsyncs + st.fdatasyncs + st.dir_fsyncs);
-	_exit(137);
+}
+
+/* 1 when every thread of pid is stopped (or gone). */
+static int pc_all_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%ld/task", (long)pid);
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return 1; /* gone */
+	int all = 1;
+	struct dirent *de;
+	while (all && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sp[sizeof path + 256 + 8];
+		snprintf(sp, sizeof sp, "%s/%s/stat", path, de->d_name);
+		int fd = REAL(open)(sp, O_RDONLY | O_CLOEXEC, 0);
+		if (fd < 0)
+			continue; /* that thread is gone */
+		ssize_t r = read(fd, buf, sizeof buf - 1);
+		REAL(close)(fd);
+		if (r <= 0)
+			continue;
+		buf[r] = '\0';
+		/* "tid (comm) S ...": the state follows the last ')'. */
+		const char *q = strrchr(buf, ')');
+		if (q == NULL || q[1] != ' ')
+			continue;
+		all = q[2] == 'T' || q[2] == 't' || q[2] == 'Z' ||
+		      q[2] == 'X';
+	}
+	closedir(d);
+	return all;
+}
+
+/*
+ * Lock held; never returns.  No other thread of the process may run while
+ * the files are put back: LMDB reads its pages through mmap, so a thread
+ * still running would see the undo half done (a meta page whose tree is
+ * being rolled back, or a SIGBUS past a file end being truncated) and act
+ * on it, e.g. fail appends with errors a real power cut can never cause.
+ * So a child forked from this thread (it has only this thread and a copy
+ * of the undo logs) stops the whole process with SIGSTOP, waits until
+ * every thread is stopped, undoes, and then kills the process with
+ * SIGKILL: its status, 137 as a shell reports it, is also a real crash's.
+ * The child exits after that; it keeps stdout and stderr open until the
+ * undo is done, so a reader of them sees the end only then.
+ */
+static void pc_cut(const char *why)
+{
+	pid_t self = getpid();
+	pid_t child = fork();
+
+	if (child == 0) {
+		struct timespec ts = {0, 1000000};
+		if (kill(self, SIGSTOP) < 0)
+			pc_msg("powercut: SIGSTOP: %s\n", strerror(errno));
+		/* A thread inside a system call (fsync) stops when it
+		 * returns; 30 s is far beyond any of ours. */
+		for (int i = 0; i < 30000 && !pc_all_stopped(self); i++)
+			nanosleep(&ts, NULL);
+		if (!pc_all_stopped(self))
+			pc_msg("powercut: threads still running at the cut\n");
+		pc_undo_all(why);
+		kill(self, SIGKILL);
+		_exit(0);
+	}
+	if (child < 0) {
+		/* Better a cut with the other threads running than none. */
+		pc_msg("powercut: fork: %s; undoing in process\n",
+		       strerror(errno));
+		pc_undo_all(why);
+		_exit(137);
+	}
+	/* The child stops and kills this process. */
+	for (;;)
+		pause();
 }
 
 /* Count one watched write; cut first when it is the Nth.  Lock held. */

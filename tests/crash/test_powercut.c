@@ -350,7 +350,9 @@ static int run(const char *self, const char *shim, const char *sc,
 
 static int cut_ok(int status)
 {
-	return WIFEXITED(status) && WEXITSTATUS(status) == 137;
+	/* SIGKILL after the undo (or _exit(137) if the shim cannot fork). */
+	return (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ||
+	       (WIFEXITED(status) && WEXITSTATUS(status) == 137);
 }
 
 static long stat_get(const char *dir, const char *key)

@@ -802,6 +802,161 @@ test_failed_append(void **state)
 	teardown(NULL);
 }
 
+/* ---- a storage that stores an append and then reports it failed ----
+ *
+ * What a commit that landed but whose sync failed looks like to the log
+ * layer: the memory plugin stores the batch, this wrapper completes the
+ * host's io with PMQ_ERR_IO.  The core and the storage then disagree about
+ * the log's end, which is what logs_part_resync must repair. */
+
+static struct pmq_storage_ops lie_ops;
+static int lie_next; /* appends still to misreport */
+
+/* Every append is wrapped, honest or not, so that all completions take
+ * the same two hops through the queue and keep their order. */
+struct lie {
+	pmq_io *io; /* the host's */
+	int lie;
+};
+
+static void
+lie_done(void *arg, int status, int64_t value, const void *data, size_t len)
+{
+	struct lie *l = arg;
+
+	(void)data;
+	(void)len;
+	if (l->lie)
+		storage_io_done(l->io, PMQ_ERR_IO, 0);
+	else
+		storage_io_done(l->io, status, value);
+	free(l);
+}
+
+static void
+lie_append(void *st, void *log, const struct pmq_batch_meta *m,
+    const void *data, size_t len, pmq_io *io)
+{
+	struct lie *l = calloc(1, sizeof *l);
+	struct pmq_io *wrap;
+
+	assert_non_null(l);
+	l->io = io;
+	if (lie_next > 0) {
+		lie_next--;
+		l->lie = 1;
+	}
+	wrap = storage_io_new(lie_done, l);
+	assert_non_null(wrap);
+	sops->log_append(st, log, m, data, len, wrap);
+}
+
+static void
+test_failed_append_resync(void **state)
+{
+	struct res r[4] = {{0}}, e = {0};
+	size_t len;
+	void *b = make_batch(1, 0, 10, &len);
+	int i;
+
+	(void)state;
+	start(NULL, 0, NULL);
+	lie_ops = *sops;
+	lie_ops.log_append = lie_append;
+	stor.ops = &lie_ops;
+	create("t", 1, -1, -1);
+	assert_int_equal(append_wait("t", 0, 1, 0), 0);
+	/* Four in flight; the first is stored but reported failed.  The
+	 * storage then also stores the next three (their bases match its
+	 * end), which the core fails as sitting after a failure. */
+	lie_next = 1;
+	for (i = 0; i < 4; i++)
+		assert_int_equal(logs_append("t", 0, b, len, append_cb, &r[i]),
+		    PMQ_OK);
+	RUN_UNTIL(r[0].called && r[1].called && r[2].called && r[3].called);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(r[i].status, PMQ_ERR_IO);
+	/* The core asked the storage: its end is 5, so offsets 1..4 are
+	 * readable and the next append gets 5 (not 1 again, which the
+	 * storage would refuse forever). */
+	assert_int_equal(offsets("t", 0).high_water, 5);
+	assert_int_equal(offsets("t", 0).log_end, 5);
+	assert_int_equal(append_wait("t", 0, 1, 0), 5);
+	assert_int_equal(logs_read("t", 0, 1, 1, read_cb, &e), PMQ_OK);
+	RUN_UNTIL(e.called);
+	assert_int_equal(e.status, PMQ_OK);
+	assert_true(e.len > 0);
+	stor.ops = sops;
+	free(b);
+	teardown(NULL);
+}
+
+static void
+kv_done(void *arg, int status, int64_t value, const void *data, size_t len)
+{
+	struct res *r = arg;
+
+	(void)value;
+	(void)data;
+	(void)len;
+	r->called++;
+	r->status = status;
+}
+
+static void
+test_failed_append_space_freed(void **state)
+{
+	struct res r[6] = {{0}}, k = {0}, d = {0}, rd = {0};
+	static char filler[1500];
+	size_t ls, lb;
+	void *sb = make_batch(1, 0, 10, &ls);
+	void *bb = make_batch(1, 0, 1000, &lb);
+	int i;
+
+	(void)state;
+	start(NULL, 0, "max_bytes", "2400", NULL);
+	create("t", 1, -1, -1);
+	/* A key-value filler takes most of the room. */
+	sops->kv_put(stor.st, "fill", "k", 1, filler, sizeof filler,
+	    storage_io_new(kv_done, &k));
+	RUN_UNTIL(k.called);
+	assert_int_equal(k.status, PMQ_OK);
+	/* Six in flight: small, small, big (no space), small x3. */
+	for (i = 0; i < 6; i++)
+		assert_int_equal(logs_append("t", 0, i == 2 ? bb : sb,
+		    i == 2 ? lb : ls, append_cb, &r[i]), PMQ_OK);
+	assert_int_equal(offsets("t", 0).log_end, 6);
+	RUN_UNTIL(r[5].called);
+	assert_int_equal(r[0].status, PMQ_OK);
+	assert_int_equal(r[1].status, PMQ_OK);
+	for (i = 2; i < 6; i++)
+		assert_int_equal(r[i].status, PMQ_ERR_NOSPC);
+	assert_int_equal(offsets("t", 0).high_water, 2);
+	assert_int_equal(offsets("t", 0).log_end, 2);
+	/* Space frees: the big batch now fits, at the storage's end. */
+	sops->kv_del(stor.st, "fill", "k", 1, storage_io_new(kv_done, &d));
+	RUN_UNTIL(d.called);
+	memset(r, 0, sizeof r);
+	assert_int_equal(logs_append("t", 0, bb, lb, append_cb, &r[0]),
+	    PMQ_OK);
+	RUN_UNTIL(r[0].called);
+	assert_int_equal(r[0].status, PMQ_OK);
+	assert_int_equal(r[0].off, 2);
+	assert_int_equal(append_wait("t", 0, 1, 0), 3);
+	/* And the same after a restart of the log layer. */
+	logs_shutdown();
+	assert_int_equal(logs_init(NULL, 0), PMQ_OK);
+	assert_int_equal(offsets("t", 0).high_water, 4);
+	assert_int_equal(append_wait("t", 0, 1, 0), 4);
+	assert_int_equal(logs_read("t", 0, 2, 1, read_cb, &rd), PMQ_OK);
+	RUN_UNTIL(rd.called);
+	assert_int_equal(rd.status, PMQ_OK);
+	assert_int_equal(rd.offs.high_water, 5);
+	free(sb);
+	free(bb);
+	teardown(NULL);
+}
+
 static void
 topics_cb(void *arg, const char *topic, const struct pmq_topic_config *cfg)
 {
@@ -852,6 +1007,8 @@ main(void)
 	    cmocka_unit_test(test_retention_bytes),
 	    cmocka_unit_test(test_retention_time),
 	    cmocka_unit_test(test_failed_append),
+	    cmocka_unit_test(test_failed_append_resync),
+	    cmocka_unit_test(test_failed_append_space_freed),
 	    cmocka_unit_test(test_topics_order_and_shutdown),
 	};
 
