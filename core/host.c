@@ -202,16 +202,19 @@ h_unsubscribe(pmq_client *cl, const char *filter, const char *group)
 	return router_unsubscribe(router, cl, filter, group);
 }
 
-/* Hand one delivery to the transport that owns the client. */
+/* Hand one delivery to the transport that owns the client; ctx is the
+ * publish in progress (struct pub), which the transport may hold. */
 static void
 deliver_cb(void *ctx, struct pmq_client *cl, pmq_msg *m,
     const struct pmq_delivery *d)
 {
 	const struct pmq_transport_ops *ops = cl->inst->plugin->ops;
+	struct pmq_delivery dd = *d;
 
-	(void)ctx;
+	dd.size = sizeof dd;
+	dd.hold = ctx;
 	msgs_out++;
-	ops->deliver(cl->inst->state, cl->udata, m, d);
+	ops->deliver(cl->inst->state, cl->udata, m, &dd);
 }
 
 struct retained_ctx {
@@ -245,7 +248,7 @@ retained_one(void *arg, pmq_msg *m)
 		d.sub_ids = &id;
 	}
 	rc->n++;
-	deliver_cb(NULL, rc->cl, m, &d);
+	deliver_cb(NULL, rc->cl, m, &d); /* no publish to hold */
 }
 
 static int
@@ -266,8 +269,10 @@ h_retained_send(pmq_client *cl, const char *filter,
 	return PMQ_OK;
 }
 
-/* One publish may need two storage writes (retained, log); the
- * publisher's done runs once, after both, with the first error. */
+/* One publish may need several storage writes (retained, log, and the
+ * queues of offline sessions through delivery holds); the publisher's
+ * done runs once, after all of them, with the first error.  A pmq_hold
+ * handed to transports is a struct pub. */
 struct pub {
 	pmq_publish_fn done;
 	void *arg;
@@ -316,6 +321,29 @@ pub_post_cb(void *arg)
 	pub_finish(arg);
 }
 
+static pmq_hold *
+h_delivery_hold(const struct pmq_delivery *d)
+{
+	struct pub *p;
+
+	if (d == NULL || !PMQ_HAS(d, struct pmq_delivery, hold) ||
+	    d->hold == NULL)
+		return NULL;
+	p = (struct pub *)d->hold;
+	p->outstanding++;
+	return d->hold;
+}
+
+static void
+h_hold_release(pmq_hold *h, int status)
+{
+	struct pub *p = (struct pub *)h;
+
+	if (status != PMQ_OK && p->status == PMQ_OK)
+		p->status = status;
+	pub_finish(p);
+}
+
 static int
 h_publish(pmq_client *origin, pmq_msg *m, unsigned flags, pmq_publish_fn done,
     void *arg)
@@ -359,7 +387,7 @@ h_publish(pmq_client *origin, pmq_msg *m, unsigned flags, pmq_publish_fn done,
 	}
 	if (!(flags & PMQ_PUB_NO_ROUTE))
 		p->res.n_delivered =
-		    (uint32_t)router_publish(router, origin, m, deliver_cb, NULL);
+		    (uint32_t)router_publish(router, origin, m, deliver_cb, p);
 	rc = storage_post(pub_post_cb, p);
 	if (rc != PMQ_OK) {
 		/* Shutdown: the loop will not run it; finish now. */
@@ -489,6 +517,8 @@ static const struct pmq_host_api api = {
 	.kv_scan = state_kv_scan,
 	.stats = h_stats,
 	.stats_dropped = h_stats_dropped,
+	.delivery_hold = h_delivery_hold,
+	.hold_release = h_hold_release,
 	.conn_local = conn_local,
 };
 

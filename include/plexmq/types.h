@@ -64,6 +64,7 @@ typedef struct pmq_msg pmq_msg;           /* an immutable refcounted message */
 typedef struct pmq_timer pmq_timer;       /* a loop timer */
 typedef struct pmq_io pmq_io;             /* one pending storage operation */
 typedef struct pmq_waiter pmq_waiter;     /* one long-poll wait on a log */
+typedef struct pmq_hold pmq_hold;         /* a publish waiting on a delivery */
 
 /* A header (Kafka record header, MQTT v5 user property).  value may be
  * NULL with value_len 0 for a Kafka null header value. */
@@ -140,6 +141,9 @@ struct pmq_delivery {
 	uint32_t n_sub_ids;
 	const uint32_t *sub_ids;
 	const char *share_group;
+	/* The publish this delivery belongs to, for host->delivery_hold();
+	 * NULL for deliveries from the retained store. */
+	pmq_hold *hold;
 };
 
 /* The outcome of host->publish(). */

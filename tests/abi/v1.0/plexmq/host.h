@@ -291,6 +291,17 @@ struct pmq_host_api {
 	/* Count n messages dropped at a bound (QoS 0 to a slow consumer). */
 	void (*stats_dropped)(uint64_t n);
 
+	/* From inside the transport's deliver op: make the publish that
+	 * produced delivery d wait, so its done (the publisher's ack) runs
+	 * only after hold_release.  For a delivery the transport must store
+	 * durably first, e.g. into an offline persistent session's queue.
+	 * Returns the hold, or NULL when d has none (retained deliveries) or
+	 * on no memory. */
+	pmq_hold *(*delivery_hold)(const struct pmq_delivery *d);
+	/* Release a hold exactly once, later, on the loop thread; a status
+	 * other than PMQ_OK fails the publish (no ack for it). */
+	void (*hold_release)(pmq_hold *h, int status);
+
 	/* "addr:port" of the local end the peer connected to (IPv6 as
 	 * "[addr]:port"), e.g. for a Kafka broker advertising its own
 	 * address; owned by the host, lives with the conn. */

@@ -76,7 +76,10 @@ struct pmq_storage_ops {
 	int (*log_list)(void *st, pmq_log_list_fn fn, void *arg);
 	/* Open (creating if absent) one topic-partition.  Returns a handle
 	 * owned by the plugin until log_close or log_remove, or NULL with
-	 * *err set.  The host opens each topic-partition at most once. */
+	 * *err set.  The host holds at most one handle per topic-partition
+	 * at a time; it may log_close a handle with operations still queued
+	 * on it and open it again, and the new handle reports the durable
+	 * end (the core does so to resynchronise after a failed append). */
 	void *(*log_open)(void *st, const char *topic, int32_t partition,
 	                  struct pmq_log_state *out, int *err);
 	void (*log_close)(void *st, void *log);
