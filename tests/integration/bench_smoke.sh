@@ -1,0 +1,42 @@
+#!/bin/sh
+# tests/integration/bench_smoke.sh - a functional smoke test of
+# plexmq-bench (not a benchmark): 2 s at a low rate against a private
+# plexmqd over MQTT QoS 0/1/2, the tcp protocol and the Kafka protocol;
+# each run must deliver everything, with no duplicate (plexmq-bench exits
+# non-zero otherwise).
+. "$top_srcdir/tests/integration/lib.sh"
+pmq_init bench_smoke
+BENCH="$top_builddir/bench/plexmq-bench"
+[ -x "$BENCH" ] || pmq_skip "plexmq-bench not built"
+[ -f "$PMQ_PLUGINS/mqtt.so" ] && [ -f "$PMQ_PLUGINS/kafka.so" ] ||
+    pmq_skip "mqtt or kafka plugin not built"
+cat >"$PMQ_TMP/plexmq.ini" <<EOF
+[plexmqd]
+data_dir = $PMQ_TMP/data
+[listener mqtt]
+plugin = mqtt
+listen = 127.0.0.1:0
+[listener tcp]
+plugin = tcp
+listen = 127.0.0.1:0
+[listener kafka]
+plugin = kafka
+listen = 127.0.0.1:0
+group_initial_rebalance_delay_ms = 0
+EOF
+pmq_start "$PMQ_TMP/plexmq.ini"
+mport=$(pmq_port mqtt)
+tport=$(pmq_port tcp)
+kport=$(pmq_port kafka)
+common="-d 2 -r 500 --drain 3 --quiet --broker-pid $PMQ_PID"
+"$BENCH" --url "mqtt://127.0.0.1:$mport" -p 2 -c 2 -q 0 $common ||
+    pmq_fail "mqtt qos0 run lost or duplicated messages"
+"$BENCH" --url "mqtt5://127.0.0.1:$mport" -p 1 -c 1 -q 1 --topics 4 $common ||
+    pmq_fail "mqtt5 qos1 run lost or duplicated messages"
+"$BENCH" --url "mqtt://127.0.0.1:$mport" -p 1 -c 1 -q 2 $common ||
+    pmq_fail "mqtt qos2 run lost or duplicated messages"
+"$BENCH" --url "tcp://127.0.0.1:$tport" -p 1 -c 1 -q 1 $common ||
+    pmq_fail "tcp run lost or duplicated messages"
+"$BENCH" --url "kafka://127.0.0.1:$kport" -p 1 -c 1 --acks 1 --linger-ms 1 $common ||
+    pmq_fail "kafka run lost or duplicated messages"
+pmq_pass
