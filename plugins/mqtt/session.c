@@ -26,7 +26,10 @@
  * and inflight, resends the inflight ones with DUP (PUBREL for those
  * PUBREC'd), does not route a resent incoming QoS 2 message twice, and
  * publishes the wills of clients that do not come back in time.  Writes
- * are as durable as the storage's fsync policy; they are not waited for.
+ * are as durable as the storage's fsync policy.  The queued copy of a
+ * delivery is waited for by its publish (a delivery hold, released by the
+ * write's completion), so an acknowledged publish is never lost for a
+ * persistent subscriber; the other writes are not waited for.
  *
  * Bounds: max_queued messages and max_queued_bytes per session (queue,
  * not inflight); past them a QoS 1/2 delivery is dropped, counted in
@@ -280,25 +283,65 @@ out_encode(struct mqtt_buf *b, const struct mqtt_out *o)
 	}
 }
 
+/* The completion of a queued message's write that its publish waits
+ * for (arg: the hold on that publish). */
 static void
-out_store(struct mqtt_session *s, struct mqtt_out *o)
+done_hold(void *arg, int status)
+{
+	done_log("a queued message", status);
+	api->hold_release(arg, status);
+}
+
+/* A hold on the publish that produced delivery d, or NULL (none: a
+ * delivery from the retained store, a host without holds, no memory). */
+static pmq_hold *
+hold_take(const struct pmq_delivery *d)
+{
+	if (d == NULL || !PMQ_HAS(api, struct pmq_host_api, delivery_hold) ||
+	    api->delivery_hold == NULL || api->hold_release == NULL)
+		return NULL;
+	return api->delivery_hold(d);
+}
+
+/* Write o to "mqtt.queue" (persistent sessions only).  d is the delivery
+ * that queued o, or NULL (later writes, e.g. when a session becomes
+ * persistent at DISCONNECT): with d, the publish that produced it waits
+ * for the write (a delivery hold), so its publisher is acknowledged only
+ * once this copy is as durable as the storage promises, and a failed
+ * write fails that publish. */
+static void
+out_store(struct mqtt_session *s, struct mqtt_out *o,
+          const struct pmq_delivery *d)
 {
 	struct mqtt_buf b;
 	uint8_t key[65536 + 16];
 	size_t klen;
+	pmq_hold *h;
+	int rc;
 
 	if (o->stored || s->expiry_ms == 0)
 		return;
+	h = hold_take(d);
 	klen = queue_key(s, o->seq, key, sizeof key);
-	if (klen == 0)
-		return;
 	mqtt_buf_init(&b);
 	out_encode(&b, o);
-	if (b.err == PMQ_OK &&
-	    api->kv_put(NS_QUEUE, key, klen, b.p, b.len, done_log,
-	                "a queued message") == PMQ_OK)
-		o->stored = 1;
+	rc = klen == 0 ? PMQ_ERR_LIMIT : b.err;
+	if (rc == PMQ_OK)
+		rc = h != NULL ? api->kv_put(NS_QUEUE, key, klen, b.p, b.len,
+		                             done_hold, h)
+		               : api->kv_put(NS_QUEUE, key, klen, b.p, b.len,
+		                             done_log, "a queued message");
 	mqtt_buf_free(&b);
+	if (rc == PMQ_OK) {
+		o->stored = 1;
+		return;
+	}
+	/* Not stored: kept in memory, but its publisher is not told it is
+	 * safe.  The completion will not run, so the hold goes now (the
+	 * publish is still in progress: its done cannot run in here). */
+	done_log("a queued message", rc);
+	if (h != NULL)
+		api->hold_release(h, rc);
 }
 
 static void
@@ -662,8 +705,11 @@ session_deliver(struct mqtt_session *s, pmq_msg *m,
 	q_push(&s->queue, o);
 	s->queued_bytes += o->bytes;
 	/* Stored before it is sent, so a crash cannot lose it (persistent
-	 * sessions only; out_store checks). */
-	out_store(s, o);
+	 * sessions only; out_store checks), online or not: the publisher's
+	 * ack waits for this write (a hold), while the inflight state
+	 * written when it is sent only adds DUP and the packet id, so it is
+	 * not waited for. */
+	out_store(s, o, d);
 	session_pump(s);
 }
 
@@ -924,9 +970,9 @@ session_detach(struct mqtt_session *s, int shutdown)
 	}
 	s->offline_since_ms = api->now_ms();
 	for (o = s->inflight.head; o != NULL; o = o->next)
-		out_store(s, o);
+		out_store(s, o, NULL);
 	for (o = s->queue.head; o != NULL; o = o->next)
-		out_store(s, o);
+		out_store(s, o, NULL);
 	session_save(s);
 	if (!shutdown && s->expiry_ms > 0)
 		timer_arm(&s->expiry_timer, expiry_timer_cb, s,

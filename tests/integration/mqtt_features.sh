@@ -18,6 +18,13 @@
 #                  5 QoS 1 messages, the rest are dropped (plexmqd: counted,
 #                  logged)
 # and on plexmqd alone (Mosquitto lacks them, or cannot do them in a test):
+#   queue_bytes    max_queued_bytes 300 (payload + topic): an offline
+#                  session keeps 3 messages of 100 bytes (exactly 300), drops
+#                  the next (306), logged; once the queue is delivered its
+#                  bytes are free again: 2 more are kept, a 150-byte one is
+#                  dropped, a following 100-byte one fits.  (Mosquitto
+#                  counts payload bytes only and admits a message while the
+#                  queue is below the bound, so its results differ.)
 #   client_expiration  persistent_client_expiration 1s ends an offline
 #                  3.1.1 persistent session
 #   sticky         [plexmqd] share_strategy = sticky_topic: each topic's
@@ -242,6 +249,51 @@ MSG ql/end [end] q1'
 	    "$PMQ_TMP/daemon.log" || mq_bad "no log line for the drops"
 }
 
+# qb_msg NAME LEN: a payload LEN bytes long starting with NAME-.
+qb_msg() {
+	printf '%s-%0*d' "$1" $(($2 - ${#1} - 1)) 0
+}
+
+scen_queue_bytes() {
+	F='MSG %t %l [%p]'
+	mq_sub a -V 311 -c -i qb -q 1 -t 'qb/#' -F "$F" || return
+	mq_kill a TERM
+	# Topic qb/x is 4 bytes: 96-byte payloads make 100-byte messages.
+	for i in 1 2 3; do
+		mq_pub -q 1 -t qb/x -m "$(qb_msg "m$i" 96)" ||
+		    mq_bad "publish m$i"
+	done
+	mq_pub -q 1 -t qb/x -m m4 || mq_bad "publish m4"
+	# -C 4: takes the 3 kept and "end", acknowledges them and goes
+	# away (the session stays, its queue empty).
+	mq_sub b -V 311 -c -i qb -q 1 -t 'qb/#' -C 4 -W 10 -F "$F" || return
+	mq_pub -q 1 -t qb/end -m end || mq_bad "publish end"
+	mq_wait_msgs b 4 || return
+	mq_expect b "MSG qb/x 96 [$(qb_msg m1 96)]
+MSG qb/x 96 [$(qb_msg m2 96)]
+MSG qb/x 96 [$(qb_msg m3 96)]
+MSG qb/end 3 [end]" || return
+	wait "$(mq_pid b)" 2>/dev/null
+	grep -q 'client qb: dropping messages (session queue full)' \
+	    "$PMQ_TMP/daemon.log" || mq_bad "no log line for the drop of m4"
+	# The queue's bytes were released when it was delivered.
+	for i in 5 6; do
+		mq_pub -q 1 -t qb/x -m "$(qb_msg "m$i" 96)" ||
+		    mq_bad "publish m$i"
+	done
+	mq_pub -q 1 -t qb/x -m "$(qb_msg m7 146)" || mq_bad "publish m7"
+	mq_pub -q 1 -t qb/x -m "$(qb_msg m8 96)" || mq_bad "publish m8"
+	mq_sub c -V 311 -c -i qb -q 1 -t 'qb/#' -F "$F" || return
+	mq_pub -q 1 -t qb/end -m end2 || mq_bad "publish end2"
+	mq_wait_msgs c 4 || return
+	mq_expect c "MSG qb/x 96 [$(qb_msg m5 96)]
+MSG qb/x 96 [$(qb_msg m6 96)]
+MSG qb/x 96 [$(qb_msg m8 96)]
+MSG qb/end 4 [end2]"
+	mq_msgs b >>"$MQ_OUT"
+	mq_msgs c >>"$MQ_OUT"
+}
+
 scen_client_expiration() {
 	mq_sub a -V 311 -c -i pce -q 1 -t 'pce/#' || return
 	mq_kill a TERM
@@ -331,6 +383,7 @@ mq_scenario retain_opts
 mq_scenario will_delay
 mq_scenario expiry
 mq_scenario queue_limit max_queued_messages 5
+mq_scenario_only plexmqd queue_bytes max_queued_bytes 300
 mq_scenario_only plexmqd client_expiration persistent_client_expiration 1s
 MQ_PLEXMQD_KEYS='share_strategy = sticky_topic' mq_scenario_only plexmqd sticky
 mq_scenario_only plexmqd slow_qos0 sys_interval 1

@@ -298,8 +298,9 @@ struct pmq_host_api {
 	 * Returns the hold, or NULL when d has none (retained deliveries) or
 	 * on no memory. */
 	pmq_hold *(*delivery_hold)(const struct pmq_delivery *d);
-	/* Release a hold exactly once, later, on the loop thread; a status
-	 * other than PMQ_OK fails the publish (no ack for it). */
+	/* Release a hold exactly once, on the loop thread (also from inside
+	 * the deliver op that took it); a status other than PMQ_OK fails the
+	 * publish (no ack for it). */
 	void (*hold_release)(pmq_hold *h, int status);
 
 	/* "addr:port" of the local end the peer connected to (IPv6 as
