@@ -1,10 +1,11 @@
 /*
  * handlers.c - the kafka plugin's log and topic APIs: ApiVersions,
  * Metadata (with auto-creation), Produce (acks 0/1/all, idempotent
- * producer sequence checks, live delivery of produced records to MQTT
- * subscribers), Fetch (long poll through log_wait), ListOffsets,
- * CreateTopics, DeleteTopics and InitProducerId.  Field orders follow
- * Kafka's *Response.json for each version we advertise (codec.c).
+ * producer sequence checks with state rebuilt from the log after a
+ * restart, live delivery of produced records to MQTT subscribers), Fetch
+ * (long poll through log_wait), ListOffsets, CreateTopics, DeleteTopics
+ * and InitProducerId.  Field orders follow Kafka's *Response.json for
+ * each version we advertise (codec.c).
  *
  * Every handler finishes its request exactly once, with kreq_reply() or
  * kreq_drop(), either at once or from the last host completion it waits
@@ -234,6 +235,29 @@ kh_metadata(struct kreq *r)
 
 /* ---- idempotent producers ---- */
 
+/*
+ * Kafka keeps, for each (producer id, partition), the sequence numbers of
+ * the last 5 batches, and rebuilds them from its log after a restart.  So
+ * do we, lazily: the first batch of a producer id handed out before this
+ * start (pid < kpids.boot_base) to a partition not yet rebuilt holds back
+ * Produce requests (all of them, in arrival order: the gate) while the
+ * partition's tail is read backwards, up to KP_SCAN_MAX_BYTES, and every
+ * such producer's newest batches in it are taken into the state.  Batches
+ * of ids handed out since the start are all in memory already.
+ *
+ * Producer ids are never handed out twice: the highest id reserved is
+ * stored in the key-value namespace "kafka.producers" before any id below
+ * it is answered, KP_PID_BLOCK at a time.
+ */
+
+#define KP_PIDS_NS "kafka.producers"
+#define KP_PIDS_KEY "pid_limit"
+#define KP_PID_BLOCK 1024
+/* How far back a partition's log is read for producer state. */
+#define KP_SCAN_MAX_BYTES ((uint64_t)64 * 1024 * 1024)
+#define KP_SCAN_READ_BYTES ((size_t)256 * 1024)
+#define KP_SCAN_FIRST_STEP 16 /* offsets of the newest region */
+
 struct kp_batch {
 	int32_t first, last; /* sequence numbers */
 	int64_t base;        /* offset once durable, -1 in flight */
@@ -244,6 +268,7 @@ struct kp_entry {
 	struct kp_entry *next;
 	int64_t pid;
 	int16_t epoch;
+	uint8_t rebuilding;            /* 1 open, 2 complete, during a scan */
 	int32_t partition;
 	int32_t last_seq;
 	int n;                         /* batches in window */
@@ -251,20 +276,80 @@ struct kp_entry {
 	char topic[];
 };
 
-struct kproducers {
-	struct kp_entry *b[KP_BUCKETS];
-	int64_t next_pid;
+/* Whether a partition's log has been read for older producers' state. */
+enum { KP_PART_SCANNING = 1, KP_PART_DONE, KP_PART_FAILED };
+
+struct kp_part {
+	struct kp_part *next;
+	int state;
+	int32_t partition;
+	char topic[];
 };
 
+struct kproducers {
+	struct kafka_listener *l;
+	struct kp_entry *b[KP_BUCKETS];
+	struct kp_part *parts[KP_BUCKETS];
+	struct kreq *gate_head, *gate_tail; /* Produce waiting on scans */
+};
+
+/* Producer ids, shared by every kafka listener of the process. */
+static struct {
+	int refs;
+	int64_t next;      /* next id to hand out */
+	int64_t limit;     /* ids below it are reserved durably */
+	int64_t boot_base; /* ids below it were handed out before this start */
+	int64_t put_limit; /* the reservation being stored */
+	int putting;
+	struct kreq *head, *tail; /* InitProducerId waiting for a reservation */
+} kpids;
+
+static uint32_t
+kp_hash(uint32_t h, const char *topic, int32_t part)
+{
+	const char *c;
+
+	h ^= (uint32_t)part;
+	for (c = topic; *c != '\0'; c++)
+		h = h * 31 + (unsigned char)*c;
+	return h;
+}
+
+static void
+kpids_load(struct kafka_listener *l)
+{
+	void *val = NULL;
+	size_t len = 0;
+	int64_t stored = 0, clock = api->now_ms() * 1000;
+	int rc;
+
+	rc = api->kv_get(KP_PIDS_NS, KP_PIDS_KEY, strlen(KP_PIDS_KEY), &val,
+	                 &len);
+	if (rc == PMQ_OK && len == 9 && ((uint8_t *)val)[0] == 1)
+		stored = (int64_t)be64((uint8_t *)val + 1);
+	else if (rc != PMQ_ERR_NOTFOUND)
+		api->log(l->inst, PMQ_LOG_WARN, "%s: producer id reservation "
+		         "unreadable (%s): ids start from the clock",
+		         KP_PIDS_NS, rc == PMQ_OK ? "bad value" :
+		         api->strerror(rc));
+	api->free(val);
+	/* The clock as well: ids stay large and unique even when the
+	 * storage forgets (memory storage, lost data_dir). */
+	kpids.next = stored > clock ? stored : clock;
+	kpids.limit = kpids.next;
+	kpids.boot_base = kpids.next;
+}
+
 struct kproducers *
-kp_new(void)
+kp_new(struct kafka_listener *l)
 {
 	struct kproducers *p = calloc(1, sizeof *p);
 
-	if (p != NULL)
-		/* Ids from the clock: a producer that outlived a restart
-		 * of plexmqd cannot collide with a new one. */
-		p->next_pid = api->now_ms() * 1000;
+	if (p == NULL)
+		return NULL;
+	p->l = l;
+	if (kpids.refs++ == 0)
+		kpids_load(l);
 	return p;
 }
 
@@ -275,26 +360,43 @@ kp_free(struct kproducers *p)
 
 	if (p == NULL)
 		return;
+	/* Storage completions all ran before the listener goes (daemon.c
+	 * teardown), so nothing waits here any more; be safe anyway. */
+	while (p->gate_head != NULL) {
+		struct kreq *r = p->gate_head;
+
+		p->gate_head = r->qnext;
+		kreq_drop(r);
+	}
 	for (i = 0; i < KP_BUCKETS; i++) {
 		struct kp_entry *e = p->b[i], *next;
+		struct kp_part *pt = p->parts[i], *pnext;
 
 		for (; e != NULL; e = next) {
 			next = e->next;
 			free(e);
 		}
+		for (; pt != NULL; pt = pnext) {
+			pnext = pt->next;
+			free(pt);
+		}
 	}
 	free(p);
+	if (--kpids.refs == 0)
+		while (kpids.head != NULL) {
+			struct kreq *r = kpids.head;
+
+			kpids.head = r->qnext;
+			kreq_drop(r);
+		}
 }
 
 static struct kp_entry **
 kp_slot(struct kproducers *p, int64_t pid, const char *topic, int32_t part)
 {
-	uint32_t h = (uint32_t)pid * 2654435761u ^ (uint32_t)part;
+	uint32_t h = kp_hash((uint32_t)pid * 2654435761u, topic, part);
 	struct kp_entry **ep;
-	const char *c;
 
-	for (c = topic; *c != '\0'; c++)
-		h = h * 31 + (unsigned char)*c;
 	for (ep = &p->b[h % KP_BUCKETS]; *ep != NULL; ep = &(*ep)->next)
 		if ((*ep)->pid == pid && (*ep)->partition == part &&
 		    strcmp((*ep)->topic, topic) == 0)
@@ -302,11 +404,449 @@ kp_slot(struct kproducers *p, int64_t pid, const char *topic, int32_t part)
 	return ep;
 }
 
+static struct kp_part **
+kp_part_slot(struct kproducers *p, const char *topic, int32_t part)
+{
+	uint32_t h = kp_hash(2166136261u, topic, part);
+	struct kp_part **pp;
+
+	for (pp = &p->parts[h % KP_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->partition == part &&
+		    strcmp((*pp)->topic, topic) == 0)
+			break;
+	return pp;
+}
+
+static int
+kp_part_state(struct kproducers *p, const char *topic, int32_t part)
+{
+	struct kp_part *pt = *kp_part_slot(p, topic, part);
+
+	return pt != NULL ? pt->state : 0;
+}
+
+static void
+kp_part_forget(struct kproducers *p, const char *topic, int32_t part)
+{
+	struct kp_part **pp = kp_part_slot(p, topic, part), *pt = *pp;
+
+	if (pt != NULL) {
+		*pp = pt->next;
+		free(pt);
+	}
+}
+
+/* A deleted topic: its producers' state goes with it (a scan in progress
+ * finishes on its own). */
+static void
+kp_forget_topic(struct kproducers *p, const char *topic)
+{
+	size_t i;
+
+	for (i = 0; i < KP_BUCKETS; i++) {
+		struct kp_entry **ep = &p->b[i];
+		struct kp_part **pp = &p->parts[i];
+
+		while (*ep != NULL) {
+			struct kp_entry *e = *ep;
+
+			if (strcmp(e->topic, topic) == 0 && !e->rebuilding) {
+				*ep = e->next;
+				free(e);
+			} else {
+				ep = &e->next;
+			}
+		}
+		while (*pp != NULL) {
+			struct kp_part *pt = *pp;
+
+			if (strcmp(pt->topic, topic) == 0 &&
+			    pt->state != KP_PART_SCANNING) {
+				*pp = pt->next;
+				free(pt);
+			} else {
+				pp = &pt->next;
+			}
+		}
+	}
+}
+
 static int32_t
 seq_add(int32_t seq, int32_t n)
 {
 	/* Kafka's sequences wrap from INT32_MAX to 0. */
 	return (int32_t)(((int64_t)seq + n) % ((int64_t)INT32_MAX + 1));
+}
+
+/* ---- rebuilding from the log ---- */
+
+/* An idempotent batch found in the log. */
+struct kp_found {
+	int64_t pid, base;
+	int32_t first, last;
+	int16_t epoch;
+};
+
+/*
+ * The log is read backwards by regions of offsets [lo, hi), each read
+ * forwards; a batch belongs to the region of its base offset.  Each region
+ * is 4 times the one after it, from KP_SCAN_FIRST_STEP offsets.
+ */
+struct kp_scan {
+	struct kproducers *p;
+	struct kp_part *pt;
+	int64_t floor;  /* the log start */
+	int64_t lo, hi; /* the region */
+	int64_t pos;    /* next offset to read */
+	int64_t step;
+	uint64_t bytes; /* read so far */
+	struct kp_found *f; /* the region's batches, in log order */
+	size_t n, cap;
+};
+
+static void kp_gate_drain(struct kproducers *p);
+static int kp_scan_read(struct kp_scan *s);
+
+/* Take one batch, newest first, into its producer's window. */
+static int
+kp_scan_add(struct kproducers *p, const char *topic, int32_t part,
+            const struct kp_found *f)
+{
+	struct kp_entry **ep = kp_slot(p, f->pid, topic, part), *e = *ep;
+
+	if (e == NULL) {
+		e = calloc(1, sizeof *e + strlen(topic) + 1);
+		if (e == NULL)
+			return -1;
+		e->pid = f->pid;
+		e->epoch = f->epoch;
+		e->partition = part;
+		e->rebuilding = 1;
+		strcpy(e->topic, topic);
+		e->n = 1;
+		e->win[0].first = f->first;
+		e->win[0].last = f->last;
+		e->win[0].base = f->base;
+		e->last_seq = f->last;
+		*ep = e;
+		return 0;
+	}
+	if (e->rebuilding != 1)
+		return 0;
+	/* Only the newest epoch, contiguous sequences, 5 batches. */
+	if (f->epoch != e->epoch || e->n == KP_WINDOW ||
+	    f->last != seq_add(e->win[0].first, INT32_MAX)) {
+		e->rebuilding = 2;
+		return 0;
+	}
+	memmove(e->win + 1, e->win, (size_t)e->n * sizeof e->win[0]);
+	e->win[0].first = f->first;
+	e->win[0].last = f->last;
+	e->win[0].base = f->base;
+	e->n++;
+	return 0;
+}
+
+/* Keep (ok) or drop what a scan of topic/part built. */
+static void
+kp_scan_settle(struct kproducers *p, const char *topic, int32_t part, int ok)
+{
+	size_t i;
+
+	for (i = 0; i < KP_BUCKETS; i++) {
+		struct kp_entry **ep = &p->b[i];
+
+		while (*ep != NULL) {
+			struct kp_entry *e = *ep;
+
+			if (e->rebuilding && e->partition == part &&
+			    strcmp(e->topic, topic) == 0) {
+				if (!ok) {
+					*ep = e->next;
+					free(e);
+					continue;
+				}
+				e->rebuilding = 0;
+			}
+			ep = &e->next;
+		}
+	}
+}
+
+/* The scan is over; from_cb: called from a completion, so requests held
+ * back may go on now. */
+static void
+kp_scan_end(struct kp_scan *s, int rc, int from_cb)
+{
+	struct kproducers *p = s->p;
+	struct kp_part *pt = s->pt;
+
+	kp_scan_settle(p, pt->topic, pt->partition, rc == PMQ_OK);
+	pt->state = rc == PMQ_OK ? KP_PART_DONE : KP_PART_FAILED;
+	if (rc == PMQ_OK)
+		api->log(p->l->inst, PMQ_LOG_DEBUG, "producer state of %s-%d "
+		         "rebuilt from %" PRIu64 " bytes of log", pt->topic,
+		         (int)pt->partition, s->bytes);
+	else
+		api->log(p->l->inst, PMQ_LOG_WARN, "producer state of %s-%d "
+		         "not rebuilt: %s", pt->topic, (int)pt->partition,
+		         api->strerror(rc));
+	free(s->f);
+	free(s);
+	if (from_cb)
+		kp_gate_drain(p);
+}
+
+/* Start reading the region below s->hi.  Returns PMQ_OK or an error
+ * (the scan is then to be ended). */
+static int
+kp_scan_region(struct kp_scan *s)
+{
+	s->lo = s->hi - s->step > s->floor ? s->hi - s->step : s->floor;
+	s->pos = s->lo;
+	s->n = 0;
+	return kp_scan_read(s);
+}
+
+/* The region is read: its batches, newest first, into the state; then
+ * the next region, or the end.  Returns PMQ_OK while reading on, 1 when
+ * done, or an error. */
+static int
+kp_scan_next(struct kp_scan *s)
+{
+	size_t i;
+
+	for (i = s->n; i > 0; i--)
+		if (kp_scan_add(s->p, s->pt->topic, s->pt->partition,
+		                &s->f[i - 1]) != 0)
+			return PMQ_ERR_NOMEM;
+	if (s->lo <= s->floor || s->bytes >= KP_SCAN_MAX_BYTES)
+		return 1;
+	s->hi = s->lo;
+	if (s->step < INT64_MAX / 8)
+		s->step *= 4;
+	return kp_scan_region(s);
+}
+
+static void
+kp_scan_read_done(void *arg, int status, const void *data, size_t len,
+                  const struct pmq_log_offsets *offs)
+{
+	struct kp_scan *s = arg;
+	const uint8_t *d = data;
+	size_t o = 0;
+	int64_t next = s->pos;
+	int region_end = 0, rc;
+
+	(void)offs;
+	if (status == PMQ_ERR_RANGE) {
+		/* Retention removed the start of what we read: go on from
+		 * the new log start. */
+		struct pmq_log_offsets now = { .size = sizeof now };
+
+		rc = api->log_offsets(s->pt->topic, s->pt->partition, &now);
+		if (rc == PMQ_OK && now.log_start > s->pos) {
+			s->floor = now.log_start;
+			if (s->lo < s->floor)
+				s->lo = s->floor;
+			if (s->hi <= s->floor) {
+				kp_scan_end(s, PMQ_OK, 1);
+				return;
+			}
+			s->pos = s->floor;
+			s->n = 0; /* the region again, from the new start */
+			rc = kp_scan_read(s);
+		} else if (rc == PMQ_OK) {
+			rc = PMQ_ERR_RANGE;
+		}
+		if (rc != PMQ_OK)
+			kp_scan_end(s, rc, 1);
+		return;
+	}
+	if (status != PMQ_OK) {
+		kp_scan_end(s, status, 1);
+		return;
+	}
+	while (len - o >= RB_HEADER_SIZE) {
+		const uint8_t *b = d + o;
+		uint32_t bl = be32(b + RB_LENGTH);
+		int64_t base = (int64_t)be64(b);
+		int64_t pid = (int64_t)be64(b + RB_PRODUCER_ID);
+		int32_t seq = (int32_t)be32(b + RB_BASE_SEQUENCE);
+		int32_t delta = (int32_t)be32(b + RB_LAST_OFFSET_DELTA);
+		uint16_t attrs = (uint16_t)(b[RB_ATTRIBUTES] << 8 |
+		                            b[RB_ATTRIBUTES + 1]);
+
+		if (bl < RB_HEADER_SIZE - 12 || bl > len - o - 12)
+			break; /* a cut batch: read on from it */
+		if (base >= s->hi) {
+			region_end = 1;
+			break;
+		}
+		if ((base >= s->lo || s->lo <= s->floor) && b[RB_MAGIC] == 2 &&
+		    pid >= 0 && pid < kpids.boot_base && seq >= 0 &&
+		    delta >= 0 && !(attrs & RB_ATTR_CONTROL)) {
+			if (s->n == s->cap) {
+				size_t cap = s->cap ? s->cap * 2 : 64;
+				struct kp_found *f = realloc(s->f, cap *
+				                             sizeof *f);
+
+				if (f == NULL) {
+					kp_scan_end(s, PMQ_ERR_NOMEM, 1);
+					return;
+				}
+				s->f = f;
+				s->cap = cap;
+			}
+			s->f[s->n].pid = pid;
+			s->f[s->n].base = base;
+			s->f[s->n].first = seq;
+			s->f[s->n].last = seq_add(seq, delta);
+			s->f[s->n].epoch = (int16_t)(b[RB_PRODUCER_EPOCH] << 8 |
+			                             b[RB_PRODUCER_EPOCH + 1]);
+			s->n++;
+		}
+		if (delta >= 0 && base + delta + 1 > next)
+			next = base + delta + 1;
+		s->bytes += 12 + (size_t)bl;
+		o += 12 + (size_t)bl;
+	}
+	if (!region_end) {
+		if (len == 0 || next >= s->hi) {
+			region_end = 1;
+		} else if (next <= s->pos) {
+			/* No whole batch and no progress: do not loop. */
+			kp_scan_end(s, PMQ_ERR_CORRUPT, 1);
+			return;
+		}
+	}
+	if (region_end) {
+		rc = kp_scan_next(s);
+		if (rc != PMQ_OK)
+			kp_scan_end(s, rc == 1 ? PMQ_OK : rc, 1);
+		return;
+	}
+	s->pos = next;
+	rc = kp_scan_read(s);
+	if (rc != PMQ_OK)
+		kp_scan_end(s, rc, 1);
+}
+
+static int
+kp_scan_read(struct kp_scan *s)
+{
+	return api->log_read(s->pt->topic, s->pt->partition, s->pos,
+	                     KP_SCAN_READ_BYTES, kp_scan_read_done, s);
+}
+
+/*
+ * Start rebuilding the state of topic/part: KP_PART_SCANNING until a
+ * completion ends it, or at once KP_PART_DONE (nothing stored),
+ * KP_PART_FAILED, or 0 for a partition that does not exist.  Never
+ * drains the gate itself.
+ */
+static int
+kp_scan_start(struct kproducers *p, const char *topic, int32_t part)
+{
+	struct pmq_log_offsets offs = { .size = sizeof offs };
+	struct kp_part **pp = kp_part_slot(p, topic, part), *pt = *pp;
+	struct kp_scan *s;
+	int rc;
+
+	if (pt != NULL)
+		return pt->state;
+	if (api->log_offsets(topic, part, &offs) != PMQ_OK)
+		return 0; /* Produce answers UNKNOWN_TOPIC_OR_PARTITION */
+	pt = calloc(1, sizeof *pt + strlen(topic) + 1);
+	if (pt == NULL)
+		return 0; /* produce_batch answers KAFKA_STORAGE_ERROR */
+	pt->partition = part;
+	strcpy(pt->topic, topic);
+	*pp = pt;
+	/* Every batch of an older producer was stored before this start:
+	 * below the high watermark. */
+	if (offs.high_water <= offs.log_start) {
+		pt->state = KP_PART_DONE;
+		return pt->state;
+	}
+	s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		pt->state = KP_PART_FAILED;
+		return pt->state;
+	}
+	pt->state = KP_PART_SCANNING;
+	s->p = p;
+	s->pt = pt;
+	s->floor = offs.log_start;
+	s->hi = offs.high_water;
+	s->step = KP_SCAN_FIRST_STEP;
+	rc = kp_scan_region(s);
+	if (rc != PMQ_OK)
+		kp_scan_end(s, rc, 0);
+	return pt->state;
+}
+
+/*
+ * Does Produce request r have to wait for a scan?  With start, scans of
+ * the partitions it needs begin.  A partition needs one when a batch of an
+ * id handed out before this start goes to it and it was not read yet.
+ */
+static int
+produce_needs_scan(struct kreq *r, int start)
+{
+	struct kproducers *p = r->l->producers;
+	int32_t i, j;
+	int wait = 0;
+
+	for (i = 0; i < r->q.n_topics; i++) {
+		const struct kc_topic *t = &r->q.topics[i];
+
+		for (j = 0; j < t->n_parts; j++) {
+			const struct kc_part *kp = &t->parts[j];
+			size_t pos = 0;
+
+			while (kp->data != NULL &&
+			       kp->data_len - pos >= RB_HEADER_SIZE) {
+				const uint8_t *b = kp->data + pos;
+				uint32_t bl = be32(b + RB_LENGTH);
+				int64_t pid = (int64_t)be64(b + RB_PRODUCER_ID);
+				int st;
+
+				if (bl < RB_HEADER_SIZE - 12 ||
+				    bl > kp->data_len - pos - 12)
+					break;
+				pos += 12 + (size_t)bl;
+				if (pid < 0 || pid >= kpids.boot_base)
+					continue;
+				st = kp_part_state(p, t->name, kp->index);
+				if (st == 0 && start)
+					st = kp_scan_start(p, t->name,
+					                   kp->index);
+				if (st == KP_PART_SCANNING)
+					wait = 1;
+				break;
+			}
+		}
+	}
+	return wait;
+}
+
+static void produce_run(struct kreq *r);
+
+/* Run the held-back Produce requests, in order, up to one that still
+ * waits for a scan. */
+static void
+kp_gate_drain(struct kproducers *p)
+{
+	struct kreq *r;
+
+	while ((r = p->gate_head) != NULL && !produce_needs_scan(r, 1)) {
+		p->gate_head = r->qnext;
+		if (p->gate_head == NULL)
+			p->gate_tail = NULL;
+		r->qnext = NULL;
+		produce_run(r);
+	}
 }
 
 /*
@@ -320,15 +860,30 @@ static int16_t
 kp_check(struct kproducers *p, const char *topic, int32_t part, int64_t pid,
          int16_t epoch, int32_t first, int32_t count, int64_t *dup_base)
 {
-	struct kp_entry **ep = kp_slot(p, pid, topic, part), *e = *ep;
+	struct kp_entry **ep, *e;
 	int32_t last = seq_add(first, count - 1);
 	int i;
 
 	if (first < 0)
 		return KE_INVALID_RECORD;
+	if (pid < kpids.boot_base) {
+		int st = kp_part_state(p, topic, part);
+
+		if (st != KP_PART_DONE) {
+			/* The log could not be read for its state (or the
+			 * partition appeared meanwhile): the client retries,
+			 * and the retry reads it again. */
+			if (st == KP_PART_FAILED)
+				kp_part_forget(p, topic, part);
+			return KE_KAFKA_STORAGE_ERROR;
+		}
+	}
+	ep = kp_slot(p, pid, topic, part);
+	e = *ep;
 	if (e == NULL) {
-		/* First batch we see (the state is not persisted: after a
-		 * restart any sequence is accepted). */
+		/* First batch of this producer here: nothing of it is in
+		 * the log (as far as KP_SCAN_MAX_BYTES back, for ids of
+		 * before this start), so any sequence is accepted. */
 		e = calloc(1, sizeof *e + strlen(topic) + 1);
 		if (e == NULL)
 			return KE_KAFKA_STORAGE_ERROR;
@@ -396,23 +951,102 @@ kp_done(struct kproducers *p, const char *topic, int32_t part, int64_t pid,
 	}
 }
 
-void
-kh_init_producer_id(struct kreq *r)
+/* ---- InitProducerId ---- */
+
+static void
+pid_answer(struct kreq *r, int16_t err, int64_t pid)
 {
 	struct kc_writer *w = &r->w;
 
 	kc_w_i32(w, 0); /* throttle_time_ms */
+	kc_w_i16(w, err);
+	kc_w_i64(w, pid);
+	kc_w_i16(w, err == KE_NONE ? 0 : -1);
+	kreq_reply(r);
+}
+
+static void kpids_pump(void);
+
+/* Every waiting InitProducerId fails (retriable: the client asks again). */
+static void
+kpids_fail(int rc)
+{
+	struct kreq *r;
+
+	if (kpids.head != NULL)
+		api->log(kpids.head->l->inst, PMQ_LOG_WARN, "producer ids "
+		         "not reserved: %s", api->strerror(rc));
+	while ((r = kpids.head) != NULL) {
+		kpids.head = r->qnext;
+		if (kpids.head == NULL)
+			kpids.tail = NULL;
+		r->qnext = NULL;
+		pid_answer(r, KE_COORDINATOR_NOT_AVAILABLE, -1);
+	}
+}
+
+static void
+kpids_put_done(void *arg, int status)
+{
+	(void)arg;
+	kpids.putting = 0;
+	if (status != PMQ_OK) {
+		kpids_fail(status);
+		return;
+	}
+	if (kpids.put_limit > kpids.limit)
+		kpids.limit = kpids.put_limit;
+	kpids_pump();
+}
+
+/* Answer waiting requests with reserved ids; reserve more when out. */
+static void
+kpids_pump(void)
+{
+	struct kreq *r;
+	uint8_t val[9];
+	int rc;
+
+	while ((r = kpids.head) != NULL && kpids.next < kpids.limit) {
+		kpids.head = r->qnext;
+		if (kpids.head == NULL)
+			kpids.tail = NULL;
+		r->qnext = NULL;
+		pid_answer(r, KE_NONE, kpids.next++);
+	}
+	if (kpids.head == NULL || kpids.putting)
+		return;
+	/* Stored before any id below it is answered: after a crash the
+	 * next start hands out ids above it only. */
+	kpids.put_limit = kpids.next + KP_PID_BLOCK;
+	val[0] = 1; /* version */
+	for (rc = 0; rc < 8; rc++)
+		val[1 + rc] = (uint8_t)((uint64_t)kpids.put_limit >>
+		                        (56 - 8 * rc));
+	kpids.putting = 1;
+	rc = api->kv_put(KP_PIDS_NS, KP_PIDS_KEY, strlen(KP_PIDS_KEY), val,
+	                 sizeof val, kpids_put_done, NULL);
+	if (rc != PMQ_OK) {
+		kpids.putting = 0;
+		kpids_fail(rc);
+	}
+}
+
+void
+kh_init_producer_id(struct kreq *r)
+{
 	if (r->q.transactional_id != NULL) {
 		/* Transactions are not implemented (docs/kafka.md). */
-		kc_w_i16(w, KE_TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-		kc_w_i64(w, -1);
-		kc_w_i16(w, -1);
-	} else {
-		kc_w_i16(w, KE_NONE);
-		kc_w_i64(w, r->l->producers->next_pid++);
-		kc_w_i16(w, 0);
+		pid_answer(r, KE_TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1);
+		return;
 	}
-	kreq_reply(r);
+	r->qnext = NULL;
+	if (kpids.tail != NULL)
+		kpids.tail->qnext = r;
+	else
+		kpids.head = r;
+	kpids.tail = r;
+	kpids_pump();
 }
 
 /* ---- Kafka produce -> MQTT subscribers ---- */
@@ -768,8 +1402,31 @@ produce_finish(struct kreq *r)
 	kreq_reply(r);
 }
 
+/*
+ * Produce requests go through the gate: while older producers' state is
+ * being read from a partition's log, every later request waits behind it,
+ * so that batches are still checked and appended in arrival order.
+ */
 void
 kh_produce(struct kreq *r)
+{
+	struct kproducers *p = r->l->producers;
+	int wait = produce_needs_scan(r, 1);
+
+	if (p->gate_head == NULL && !wait) {
+		produce_run(r);
+		return;
+	}
+	r->qnext = NULL;
+	if (p->gate_tail != NULL)
+		p->gate_tail->qnext = r;
+	else
+		p->gate_head = r;
+	p->gate_tail = r;
+}
+
+static void
+produce_run(struct kreq *r)
 {
 	struct produce_state *s;
 	int32_t i, j;
@@ -1472,6 +2129,7 @@ kh_delete_topics(struct kreq *r)
 		} else {
 			api->log(r->l->inst, PMQ_LOG_INFO, "deleting topic %s",
 			         r->q.names[i]);
+			kp_forget_topic(r->l->producers, r->q.names[i]);
 		}
 	}
 	topics_finish(r);

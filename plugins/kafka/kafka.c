@@ -485,7 +485,7 @@ kafka_start(void *st)
 		return PMQ_ERR_CONFIG;
 	}
 	l->groups = kg_new(l);
-	l->producers = kp_new();
+	l->producers = kp_new(l);
 	if (l->groups == NULL || l->producers == NULL) {
 		api->log(l->inst, PMQ_LOG_ERROR, "%s: out of memory", __func__);
 		return PMQ_ERR_NOMEM;

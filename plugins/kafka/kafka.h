@@ -19,7 +19,8 @@
 extern const struct pmq_host_api *kafka_api;
 
 struct kgroups;    /* group.c */
-struct kproducers; /* handlers.c: idempotent producer state */
+struct kproducers; /* handlers.c: idempotent producer state, rebuilt
+                    * from the log after a restart */
 
 /* One [listener] section using this plugin. */
 struct kafka_listener {
@@ -74,6 +75,9 @@ struct kreq {
 	struct kreq *wprev, *wnext;
 	int parked;
 	void (*cancel)(struct kreq *r);
+	/* Queued in handlers.c while producer state is loaded (Produce
+	 * behind a log scan, InitProducerId behind the id reservation). */
+	struct kreq *qnext;
 };
 
 /* Answer r with r->w (kc_response_finish is applied) and free r. */
@@ -112,7 +116,7 @@ void kg_list_groups(struct kreq *r);
 /* Group coordinator and producer-state lifetimes (group.c, handlers.c). */
 struct kgroups *kg_new(struct kafka_listener *l);
 void kg_free(struct kgroups *g);
-struct kproducers *kp_new(void);
+struct kproducers *kp_new(struct kafka_listener *l);
 void kp_free(struct kproducers *p);
 
 #endif

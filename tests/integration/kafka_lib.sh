@@ -270,6 +270,63 @@ def produce(c, topic, part, batch, acks=-1, ver=3):
     err, base = r.i16(), r.i64()
     return err, base
 
+def init_pid(c):
+    """InitProducerId v0: (producer id, epoch)."""
+    r = c.call(22, 0, kstr(None) + i32(60000))
+    r.i32()
+    err, pid, epoch = r.i16(), r.i64(), r.i16()
+    assert err == 0 and pid >= 0 and epoch >= 0, \
+        "InitProducerId: %d %d %d" % (err, pid, epoch)
+    return pid, epoch
+
+def fetch_values(c, topic, part, start=0):
+    """Every record value of topic/part from offset start (Fetch v4)."""
+    vals, off = [], start
+    while True:
+        body = (i32(-1) + i32(1000) + i32(1) + i32(1 << 22) + i8(0) +
+                arr([kstr(topic) + arr([i32(part) + i64(off) + i32(1 << 22)])]))
+        r = c.call(1, 4, body)
+        r.i32(); r.i32(); r.str(); r.i32(); r.i32()
+        err, hw = r.i16(), r.i64()
+        assert err == 0, "fetch error %d" % err
+        r.i64()
+        for _ in range(max(r.i32(), 0)):
+            r.i64(); r.i64()
+        data = r.take(r.i32())
+        if off >= hw:
+            return vals
+        o = 0
+        while o + 61 <= len(data):
+            blen = struct.unpack(">i", data[o + 8:o + 12])[0]
+            if o + 12 + blen > len(data):
+                break
+            b = data[o:o + 12 + blen]
+            o += 12 + blen
+            base = struct.unpack(">q", b[0:8])[0]
+            n = struct.unpack(">i", b[57:61])[0]
+            rr = Reader(b[61:])
+            def varint():
+                sh = v = 0
+                while True:
+                    x = rr.take(1)[0]
+                    v |= (x & 0x7f) << sh
+                    sh += 7
+                    if not x & 0x80:
+                        return (v >> 1) ^ -(v & 1)
+            for _ in range(n):
+                varint(); rr.take(1); varint(); d = varint()
+                kl = varint()
+                if kl > 0: rr.take(kl)
+                vl = varint()
+                v = rr.take(vl) if vl >= 0 else None
+                if base + d >= off:
+                    vals.append(v)
+                for _ in range(varint()):
+                    rr.take(varint()); hl = varint()
+                    if hl > 0: rr.take(hl)
+            off = max(off, base + n)
+        assert o > 0, "fetch at %d: no whole batch" % off
+
 def cmd_bad(port):
     # ApiVersions with a version the broker does not know: error 35
     # (UNSUPPORTED_VERSION) in a v0-layout answer, connection kept open.
@@ -342,10 +399,7 @@ def cmd_bad(port):
     # newer Kafka answers, success with the first attempt's offset; a gap
     # is OUT_OF_ORDER_SEQUENCE_NUMBER (45).  Neither is appended again.
     c = Conn(port)
-    r = c.call(22, 0, kstr(None) + i32(60000))
-    r.i32()
-    err, pid, epoch = r.i16(), r.i64(), r.i16()
-    assert err == 0 and pid >= 0 and epoch >= 0, "InitProducerId: %d %d %d" % (err, pid, epoch)
+    pid, epoch = init_pid(c)
     b0 = record_batch([b"s0", b"s1"], pid=pid, epoch=epoch, seq=0)
     err, base = produce(c, "raw", 0, b0)
     assert err == 0 and base == 4, "seq 0: error %d base %d" % (err, base)
