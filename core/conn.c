@@ -7,8 +7,14 @@
  * for storage).  PMQ_SEND_NOW bypasses the slots.
  *
  * Closing never frees under a running callback: conn_abort marks the
- * connection dead and activates its finalizer event, which runs on a fresh
- * loop turn, tells the transport (conn_closed) and frees.
+ * connection dead, puts it on the finalize list and activates the one
+ * shared finalizer event, which runs on a fresh loop turn, tells each
+ * transport (conn_closed) and frees.
+ *
+ * Memory per idle connection (issue 6): the bufferevent and its two
+ * evbuffers, struct conn_priv with the peer string in the same block;
+ * the local address is formatted only when asked for, and there is no
+ * per-connection finalizer event or evbuffer callback.
  */
 #include <errno.h>
 #include <limits.h>
@@ -31,7 +37,7 @@
 
 struct conn_priv {
 	struct pmq_conn c;
-	struct event *fin_ev;
+	char peer[]; /* c.peer points here */
 };
 
 struct ref_release {
@@ -41,6 +47,10 @@ struct ref_release {
 
 static uint64_t next_id = 1;
 static uint64_t bytes_in, bytes_out;
+/* The shared finalizer: dead connections wait on fin_list (newest first). */
+static struct event *fin_ev;
+static struct event_base *fin_base;
+static struct pmq_conn *fin_list;
 
 static void conn_finalize(struct pmq_conn *c);
 static void conn_update_read(struct pmq_conn *c);
@@ -58,10 +68,19 @@ conn_bytes_out(void)
 	return bytes_out;
 }
 
-static struct event *
-fin_event(struct pmq_conn *c)
+static void
+fin_unlink(struct pmq_conn *c)
 {
-	return ((struct conn_priv *)c)->fin_ev;
+	if (!c->on_fin_list)
+		return;
+	if (c->fin_prev != NULL)
+		c->fin_prev->fin_next = c->fin_next;
+	else
+		fin_list = c->fin_next;
+	if (c->fin_next != NULL)
+		c->fin_next->fin_prev = c->fin_prev;
+	c->fin_prev = c->fin_next = NULL;
+	c->on_fin_list = 0;
 }
 
 static void
@@ -69,16 +88,51 @@ fin_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	conn_finalize(arg);
+	(void)arg;
+	/* Connections aborted by a conn_closed below join the list and are
+	 * finalized in this same run; each is unlinked before it is freed. */
+	while (fin_list != NULL)
+		conn_finalize(fin_list);
 }
 
-static void
-out_count_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
+/* The shared finalizer event, created on first use (on the daemon's
+ * base; recreated if the base changed). */
+static struct event *
+fin_event(void)
 {
-	(void)buf;
-	(void)arg;
-	bytes_out += info->n_deleted;
+	struct event_base *base = daemon_base();
+
+	if (fin_ev != NULL && fin_base != base) {
+		event_free(fin_ev);
+		fin_ev = NULL;
+	}
+	if (fin_ev == NULL) {
+		fin_ev = event_new(base, -1, 0, fin_cb, NULL);
+		fin_base = base;
+	}
+	return fin_ev;
+}
+
+/* Queue a dead connection for finalization on a fresh loop turn. */
+static void
+fin_schedule(struct pmq_conn *c)
+{
+	struct event *ev;
+
+	if (!c->on_fin_list) {
+		c->fin_prev = NULL;
+		c->fin_next = fin_list;
+		if (fin_list != NULL)
+			fin_list->fin_prev = c;
+		fin_list = c;
+		c->on_fin_list = 1;
+	}
+	ev = fin_event();
+	if (ev != NULL)
+		event_active(ev, EV_READ, 0);
+	/* else: out of memory for one 130-byte event; the connection stays
+	 * dead on the list and is finalized with the next one, or at
+	 * shutdown by listener_close_all. */
 }
 
 /* Runs the transport's conn_input while input is waiting and the
@@ -200,9 +254,12 @@ conn_new(struct listener *ln, int fd, const char *peer)
 {
 	struct conn_priv *p;
 	struct pmq_conn *c;
+	size_t plen = strlen(peer);
 	int one = 1;
 
-	p = calloc(1, sizeof *p);
+	if (plen > 63)
+		plen = 63;
+	p = calloc(1, sizeof *p + plen + 1);
 	if (p == NULL) {
 		close(fd);
 		listener_conn_gone(ln);
@@ -212,36 +269,24 @@ conn_new(struct listener *ln, int fd, const char *peer)
 	c = &p->c;
 	c->ln = ln;
 	c->id = next_id++;
-	util_strlcpy(c->peer, peer, sizeof c->peer);
-	{
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof ss;
-
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-			listener_format_addr((struct sockaddr *)&ss, c->local,
-			    sizeof c->local);
-		else
-			util_strlcpy(c->local, "unknown", sizeof c->local);
-	}
+	memcpy(p->peer, peer, plen);
+	p->peer[plen] = '\0';
+	c->peer = p->peer;
 	c->output_high_water = ln->output_high_water;
 	c->input_max = ln->input_max;
 	/* Latency over packet count: replies are small and must not wait. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	c->bev = bufferevent_socket_new(daemon_base(), fd, BEV_OPT_CLOSE_ON_FREE);
-	p->fin_ev = event_new(daemon_base(), -1, 0, fin_cb, c);
-	if (c->bev == NULL || p->fin_ev == NULL) {
+	if (c->bev == NULL || fin_event() == NULL) {
 		if (c->bev != NULL)
 			bufferevent_free(c->bev);
 		else
 			close(fd);
-		if (p->fin_ev != NULL)
-			event_free(p->fin_ev);
 		free(p);
 		listener_conn_gone(ln);
 		logger_log(ln->inst.name, PMQ_LOG_ERROR, "%s: out of memory", peer);
 		return NULL;
 	}
-	evbuffer_add_cb(bufferevent_get_output(c->bev), out_count_cb, NULL);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, c->output_high_water / 2, 0);
 	c->next = ln->conns;
@@ -256,7 +301,7 @@ conn_new(struct listener *ln, int fd, const char *peer)
 		/* The transport never saw this connection: no conn_closed. */
 		c->dead = 1;
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-		event_active(p->fin_ev, EV_READ, 0);
+		fin_schedule(c);
 		return NULL;
 	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -285,7 +330,7 @@ conn_abort(struct pmq_conn *c, int reason)
 		}
 	}
 	c->slots_head = c->slots_tail = NULL;
-	event_active(fin_event(c), EV_READ, 0);
+	fin_schedule(c);
 }
 
 static void
@@ -294,8 +339,7 @@ conn_finalize(struct pmq_conn *c)
 	struct listener *ln = c->ln;
 	struct conn_priv *p = (struct conn_priv *)c;
 
-	event_del(p->fin_ev);
-	event_free(p->fin_ev);
+	fin_unlink(c);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -307,6 +351,7 @@ conn_finalize(struct pmq_conn *c)
 	if (c->cs != NULL)
 		ln->ops->conn_closed(ln->inst.state, c->cs, c->close_reason);
 	bufferevent_free(c->bev);
+	free(c->local);
 	free(p);
 }
 
@@ -404,6 +449,7 @@ slots_flush(struct pmq_conn *c)
 		c->slots_head = s->next;
 		if (c->slots_head == NULL)
 			c->slots_tail = NULL;
+		bytes_out += evbuffer_get_length(s->buf);
 		evbuffer_add_buffer(out, s->buf);
 		evbuffer_free(s->buf);
 		free(s);
@@ -434,10 +480,12 @@ conn_send(pmq_conn *c, const void *data, size_t len, unsigned flags)
 	buf = ordered_target(c, flags, &tmp);
 	if (buf == NULL || evbuffer_add(buf, data, len) != 0)
 		return PMQ_ERR_NOMEM;
-	if (tmp != NULL)
+	if (tmp != NULL) {
 		tmp->closed = 1;
-	else
+	} else {
+		bytes_out += len;
 		conn_check_output(c);
+	}
 	return PMQ_OK;
 }
 
@@ -480,10 +528,12 @@ conn_send_ref(pmq_conn *c, const void *data, size_t len,
 		ref_cleanup(data, len, r);
 		return PMQ_ERR_NOMEM;
 	}
-	if (tmp != NULL)
+	if (tmp != NULL) {
 		tmp->closed = 1;
-	else
+	} else {
+		bytes_out += len;
 		conn_check_output(c);
+	}
 	return PMQ_OK;
 }
 
@@ -554,7 +604,19 @@ conn_peer(pmq_conn *c)
 const char *
 conn_local(pmq_conn *c)
 {
-	return c->local;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	char buf[64];
+
+	if (c->local != NULL)
+		return c->local;
+	if (getsockname(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
+	    &sl) == 0)
+		listener_format_addr((struct sockaddr *)&ss, buf, sizeof buf);
+	else
+		util_strlcpy(buf, "unknown", sizeof buf);
+	c->local = strdup(buf);
+	return c->local != NULL ? c->local : "unknown";
 }
 
 uint64_t

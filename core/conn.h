@@ -28,20 +28,24 @@ struct pmq_conn {
 	struct listener *ln;
 	struct bufferevent *bev;
 	uint64_t id;
-	char peer[64];
-	char local[64];
+	char *peer;                   /* stored after struct conn_priv */
+	char *local;                  /* on demand (conn_local), else NULL */
 	void *cs;                     /* the transport's connection state */
 	struct pmq_slot *slots_head;  /* open or waiting slots, in order */
 	struct pmq_slot *slots_tail;
 	uint64_t output_high_water;
 	uint64_t input_max;
-	int above_hwm;        /* output passed the mark; drained not yet sent */
-	int paused;           /* the plugin called conn_pause */
-	int closing;          /* close requested: flushing, then gone */
-	int dead;             /* conn_closed delivered or scheduled */
-	int in_input;         /* inside the transport's conn_input */
+	unsigned above_hwm : 1; /* output passed the mark; drained not yet sent */
+	unsigned paused : 1;    /* the plugin called conn_pause */
+	unsigned closing : 1;   /* close requested: flushing, then gone */
+	unsigned dead : 1;      /* conn_closed delivered or scheduled */
+	unsigned in_input : 1;  /* inside the transport's conn_input */
 	int close_reason;
 	struct pmq_conn *prev, *next; /* the listener's list */
+	/* Dead connections waiting for the one shared finalizer event (a
+	 * per-connection event cost ~150 bytes of every idle connection). */
+	struct pmq_conn *fin_prev, *fin_next;
+	unsigned on_fin_list : 1;
 };
 
 /* Wrap an accepted socket (takes ownership of fd) and tell the transport.
@@ -73,7 +77,9 @@ pmq_slot *conn_slot_open(pmq_conn *c);
 int conn_slot_send(pmq_slot *s, const void *data, size_t len);
 void conn_slot_close(pmq_slot *s);
 
-/* Counters for pmq_stats. */
+/* Counters for pmq_stats.  Bytes out are counted when they are queued on
+ * the socket's output buffer (ordered sends once their slots close), not
+ * when the kernel takes them: no per-connection evbuffer callback. */
 uint64_t conn_bytes_in(void);
 uint64_t conn_bytes_out(void);
 
