@@ -17,7 +17,13 @@
  * order, and complete as soon as they are done.
  *
  * Config keys: dir, fsync, fsync_interval_ms, segment_bytes,
- * index_interval_bytes.  The counters of fsyncs and of stored writes are
+ * index_interval_bytes, read_only.
+ *
+ * Read-only: with read_only = yes, or when the data dir, its LOCK or the
+ * journal cannot be opened for writing (EROFS, EACCES), the store opens
+ * every file O_RDONLY, changes nothing on disk (a torn tail is ignored in
+ * memory, not cut; indexes are rebuilt in memory only), serves reads and
+ * completes every write with PMQ_ERR_RDONLY.  The counters of fsyncs and of stored writes are
  * logged at stop ("file storage: N fsyncs for M writes") and can be read
  * at any time with kv_get in the pseudo namespace "$stats" (keys "fsyncs",
  * "writes"; decimal text).
@@ -82,6 +88,9 @@ struct fs {
 	int64_t interval_ms;
 	uint64_t segment_bytes;
 	uint64_t index_interval;
+	int cfg_rdonly; /* read_only = yes */
+	int rdonly;     /* serving read-only (set during start only) */
+	atomic_uint_fast64_t refused; /* writes refused as read-only */
 
 	char *dir, *logs_dir; /* owned */
 	int lock_fd;
@@ -119,6 +128,26 @@ enum fs_sync fs_policy(const struct fs *s) { return s->sync; }
 pmq_instance *fs_inst(const struct fs *s) { return s->inst; }
 uint64_t fs_segment_bytes(const struct fs *s) { return s->segment_bytes; }
 uint64_t fs_index_interval(const struct fs *s) { return s->index_interval; }
+int fs_rdonly(const struct fs *s) { return s->rdonly; }
+
+void fs_set_rdonly(struct fs *s, const char *path, int e)
+{
+	if (s->rdonly)
+		return;
+	s->rdonly = 1;
+	fs_api->log(s->inst, PMQ_LOG_WARN,
+	            "file storage: %s: %s; opening the store read-only: "
+	            "writes will fail, reads are served", path, strerror(e));
+}
+
+void fs_note_refused(struct fs *s)
+{
+	if (atomic_fetch_add(&s->refused, 1) == 0)
+		fs_api->log(s->inst, PMQ_LOG_ERROR,
+		            "file storage: %s is read-only: a write was refused "
+		            "(every write fails until plexmqd restarts on a "
+		            "writable dir)", s->dir ? s->dir : "the store");
+}
 
 uint64_t fs_new_file_id(struct fs *s)
 {
@@ -411,8 +440,12 @@ static void run_group(struct fs *s, struct op *batch)
 	struct fkv_undo **later = NULL;
 	uint64_t writes = 0;
 
-	for (o = batch; o; o = o->next)
+	for (o = batch; o; o = o->next) {
 		exec_op(s, o);
+		if (o->status == PMQ_ERR_RDONLY && o->kind != OP_READ &&
+		    o->kind != OP_TIME)
+			fs_note_refused(s);
+	}
 	if (s->sync == FS_SYNC_ALWAYS) {
 		sync_all(s);
 		for (o = batch; o; o = o->next) {
@@ -660,6 +693,7 @@ static void *fs_create(pmq_instance *inst)
 	atomic_init(&s->next_id, 0);
 	atomic_init(&s->fsyncs, 0);
 	atomic_init(&s->writes, 0);
+	atomic_init(&s->refused, 0);
 	if (pthread_mutex_init(&s->mu, NULL) != 0)
 		goto fail_mu;
 	if (pthread_mutex_init(&s->dmu, NULL) != 0)
@@ -756,6 +790,17 @@ static int fs_configure(void *st, const char *key, const char *value,
 		s->segment_bytes = sz;
 		return PMQ_OK;
 	}
+	if (strcmp(key, "read_only") == 0) {
+		int b;
+
+		if (fs_api->cfg_bool(value, &b) != PMQ_OK) {
+			snprintf(err, err_len, "read_only: want yes or no, got "
+			         "'%s'", value);
+			return PMQ_ERR_CONFIG;
+		}
+		s->cfg_rdonly = b;
+		return PMQ_OK;
+	}
 	if (strcmp(key, "index_interval_bytes") == 0) {
 		if (fs_api->cfg_size(value, &sz) != PMQ_OK || sz > (1u << 30)) {
 			snprintf(err, err_len,
@@ -824,6 +869,57 @@ static const char *policy_name(enum fs_sync p)
 	       : p == FS_SYNC_INTERVAL ? "interval" : "never";
 }
 
+/*
+ * One daemon per directory: two writers would interleave.  A writer holds
+ * LOCK exclusively.  A read-only store takes it shared when the file is
+ * there (so no writer starts while it reads, and it does not start while a
+ * writer runs); where LOCK cannot even be opened it goes on without and
+ * says so: another process must not write to the dir meanwhile.
+ */
+static int take_lock(struct fs *s, const char *lock)
+{
+	int e;
+
+	if (!s->rdonly) {
+		do
+			s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC,
+			                  0644);
+		while (s->lock_fd < 0 && errno == EINTR);
+		if (s->lock_fd < 0 && (errno == EROFS || errno == EACCES))
+			fs_set_rdonly(s, lock, errno);
+		else if (s->lock_fd < 0) {
+			e = errno;
+			fs_api->log(s->inst, PMQ_LOG_ERROR,
+			            "file storage: %s: %s", lock, strerror(e));
+			return fs_errno_err(e);
+		}
+	}
+	if (s->rdonly) {
+		do
+			s->lock_fd = open(lock, O_RDONLY | O_CLOEXEC);
+		while (s->lock_fd < 0 && errno == EINTR);
+		if (s->lock_fd < 0) {
+			fs_api->log(s->inst, PMQ_LOG_WARN,
+			            "file storage: %s: %s; read-only without a "
+			            "lock: no other plexmqd may write to %s "
+			            "meanwhile", lock, strerror(errno), s->dir);
+			return PMQ_OK;
+		}
+	}
+	if (flock(s->lock_fd, (s->rdonly ? LOCK_SH : LOCK_EX) | LOCK_NB) !=
+	    0) {
+		e = errno;
+		fs_api->log(s->inst, PMQ_LOG_ERROR,
+		            "file storage: %s: %s", lock,
+		            e == EWOULDBLOCK ? "in use by another process"
+		                             : strerror(e));
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		return e == EWOULDBLOCK ? PMQ_ERR_EXISTS : fs_errno_err(e);
+	}
+	return PMQ_OK;
+}
+
 static int fs_start(void *st)
 {
 	struct fs *s = st;
@@ -842,29 +938,34 @@ static int fs_start(void *st)
 		free(lock);
 		return PMQ_ERR_NOMEM;
 	}
-	rc = mkdirs(s->logs_dir);
+	if (s->cfg_rdonly) {
+		s->rdonly = 1;
+		fs_api->log(s->inst, PMQ_LOG_INFO,
+		            "file storage: %s: read_only = yes: writes will "
+		            "fail, reads are served", s->dir);
+	}
+	rc = s->rdonly ? 0 : mkdirs(s->logs_dir);
+	if (rc == -EROFS || rc == -EACCES) {
+		struct stat sb;
+
+		/* Nothing can be created here: serve what there is. */
+		if (stat(s->dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+			fs_set_rdonly(s, s->logs_dir, -rc);
+			rc = 0;
+		}
+	}
 	if (rc != 0) {
 		fs_api->log(s->inst, PMQ_LOG_ERROR, "file storage: %s: %s",
 		            s->logs_dir, strerror(-rc));
 		free(lock);
 		return fs_errno_err(-rc);
 	}
-	/* One daemon per directory: two writers would interleave. */
-	do
-		s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	while (s->lock_fd < 0 && errno == EINTR);
-	if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		fs_api->log(s->inst, PMQ_LOG_ERROR,
-		            "file storage: %s: %s", lock,
-		            errno == EWOULDBLOCK
-		                ? "in use by another process"
-		                : strerror(errno));
-		rc = s->lock_fd < 0 ? fs_errno_err(errno) : PMQ_ERR_EXISTS;
-		free(lock);
-		return rc;
-	}
+	rc = take_lock(s, lock);
 	free(lock);
-	sweep_deleting(s);
+	if (rc != PMQ_OK)
+		return rc;
+	if (!s->rdonly)
+		sweep_deleting(s);
 	rc = fkv_open(s, s->kv, s->dir);
 	if (rc != PMQ_OK) {
 		fs_api->log(s->inst, PMQ_LOG_ERROR,
@@ -884,7 +985,8 @@ static int fs_start(void *st)
 	s->running = 1;
 	fs_api->log(s->inst, PMQ_LOG_INFO,
 	            "file storage: %s, fsync = %s, segments of %" PRIu64
-	            " bytes", s->dir, policy_name(s->sync), s->segment_bytes);
+	            " bytes%s", s->dir, policy_name(s->sync), s->segment_bytes,
+	            s->rdonly ? "; READ-ONLY: writes will fail" : "");
 	return PMQ_OK;
 }
 
@@ -908,6 +1010,10 @@ static void fs_stop(void *st)
 	            "file storage: %" PRIu64 " fsyncs for %" PRIu64 " writes",
 	            (uint64_t)atomic_load(&s->fsyncs),
 	            (uint64_t)atomic_load(&s->writes));
+	if (atomic_load(&s->refused) > 0)
+		fs_api->log(s->inst, PMQ_LOG_WARN,
+		            "file storage: %" PRIu64 " writes refused: "
+		            "read-only", (uint64_t)atomic_load(&s->refused));
 }
 
 static void fs_destroy(void *st)
@@ -950,6 +1056,8 @@ static int fs_log_list(void *st, pmq_log_list_fn fn, void *arg)
 		return PMQ_ERR_CLOSED;
 	wait_idle(s); /* pending removes count */
 	d = opendir(s->logs_dir);
+	if (d == NULL && errno == ENOENT && s->rdonly)
+		return PMQ_OK; /* read-only and never written: no logs */
 	if (d == NULL)
 		return fs_errno_err(errno);
 	while ((de = readdir(d)) != NULL) {
@@ -1140,6 +1248,8 @@ static void kv_write(struct fs *s, const char *ns, const void *key,
 	    strcmp(ns, STATS_NS) == 0 || (key == NULL && klen) ||
 	    (val == NULL && vlen) || klen > (1u << 30) || vlen > (1u << 30))
 		o->status = PMQ_ERR_INVAL;
+	else if (s->rdonly)
+		o->status = PMQ_ERR_RDONLY; /* the map stays as stored */
 	else
 		o->status = fkv_apply_locked(s->kv, ns, key, klen, val, vlen,
 		                             del, &o->data, &o->len, &o->undo);

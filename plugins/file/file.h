@@ -86,6 +86,15 @@ enum fs_sync fs_policy(const struct fs *s);
 pmq_instance *fs_inst(const struct fs *s);
 uint64_t fs_segment_bytes(const struct fs *s);
 uint64_t fs_index_interval(const struct fs *s);
+/* Non-zero once the store serves read-only (read_only = yes, or the data
+ * dir, its LOCK or journal could not be opened for writing). */
+int fs_rdonly(const struct fs *s);
+/* Switch the store to read-only because path could not be opened for
+ * writing (errno e); logged once.  Only during start. */
+void fs_set_rdonly(struct fs *s, const char *path, int e);
+/* A write was refused because the store or log is read-only (counted;
+ * the first is logged). */
+void fs_note_refused(struct fs *s);
 
 /* ---- logs (segment.c) ---- */
 
@@ -118,6 +127,8 @@ struct flog {
 	int refs;      /* host handle + queued ops; under fs->mu */
 	int removing;  /* under fs->mu */
 	int failed;    /* an fsync failed: appends fail with this until reopen */
+	int rdonly;    /* files opened read-only: every write fails with
+	                  PMQ_ERR_RDONLY, nothing on disk is changed */
 	void *close_op; /* file.c's op for log_close, allocated at open */
 };
 

@@ -351,6 +351,16 @@ static int open_rw(const char *path, int flags)
 	return fd;
 }
 
+static int open_ro(const char *path)
+{
+	int fd;
+
+	do
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	return fd;
+}
+
 /* Write a fresh file (magic + body) to path by atomic replace. */
 static int replace_file(struct fs *s, const char *path, const char *magic,
                         const unsigned char *body, size_t blen)
@@ -401,8 +411,9 @@ int fkv_open(struct fs *s, struct fkv *kv, const char *dir)
 		return PMQ_ERR_NOMEM;
 
 	/* The snapshot: written whole and renamed, so damage here is a
-	 * disk fault.  Keep what reads well and say so. */
-	fd = open_rw(kv->spath, 0);
+	 * disk fault.  Keep what reads well and say so.  Only ever read
+	 * through this fd. */
+	fd = open_ro(kv->spath);
 	if (fd >= 0) {
 		if (fstat(fd, &st) != 0 ||
 		    fs_pread_full(fd, magic, 8, 0) != 8 ||
@@ -432,7 +443,11 @@ int fkv_open(struct fs *s, struct fkv *kv, const char *dir)
 		return fs_errno_err(errno);
 	}
 
-	fd = open_rw(kv->jpath, 0);
+	fd = fs_rdonly(s) ? open_ro(kv->jpath) : open_rw(kv->jpath, 0);
+	if (fd < 0 && !fs_rdonly(s) && (errno == EROFS || errno == EACCES)) {
+		fs_set_rdonly(s, kv->jpath, errno);
+		fd = open_ro(kv->jpath);
+	}
 	if (fd < 0 && errno != ENOENT) {
 		fs_api->log(fs_inst(s), PMQ_LOG_ERROR, "file storage: %s: %s",
 		            kv->jpath, strerror(errno));
@@ -443,10 +458,17 @@ int fkv_open(struct fs *s, struct fkv *kv, const char *dir)
 	                memcmp(magic, J_MAGIC, 8) != 0)) {
 		fs_api->log(fs_inst(s), PMQ_LOG_WARN,
 		            "file storage: %s: no journal header (%lld bytes); "
-		            "starting a new journal",
-		            kv->jpath, (long long)st.st_size);
+		            "%s", kv->jpath, (long long)st.st_size,
+		            fs_rdonly(s) ? "ignored (read-only)"
+		                         : "starting a new journal");
 		close(fd);
 		fd = -1;
+	}
+	if (fd < 0 && fs_rdonly(s)) {
+		/* Nothing to replay, and nothing may be created. */
+		kv->jfd = -1;
+		kv->jsize = 0;
+		return PMQ_OK;
 	}
 	if (fd < 0) {
 		rc = replace_file(s, kv->jpath, J_MAGIC, NULL, 0);
@@ -471,7 +493,14 @@ int fkv_open(struct fs *s, struct fkv *kv, const char *dir)
 		close(fd);
 		return rc;
 	}
-	if (good < (uint64_t)st.st_size) {
+	if (good < (uint64_t)st.st_size && fs_rdonly(s)) {
+		fs_api->log(fs_inst(s), PMQ_LOG_WARN,
+		            "file storage: %s: ignoring %" PRIu64
+		            " bytes at position %" PRIu64 " (%s; read-only: "
+		            "not cut)", kv->jpath,
+		            (uint64_t)st.st_size - good, good,
+		            why ? why : "end record in a journal");
+	} else if (good < (uint64_t)st.st_size) {
 		fs_api->log(fs_inst(s), PMQ_LOG_WARN,
 		            "file storage: %s: cut %" PRIu64
 		            " bytes at position %" PRIu64 " (%s)",
@@ -585,6 +614,8 @@ int fkv_write(struct fs *s, struct fkv *kv, const unsigned char *rec,
 {
 	int rc, t;
 
+	if (fs_rdonly(s))
+		return PMQ_ERR_RDONLY;
 	if (kv->jfd < 0)
 		return PMQ_ERR_IO;
 	rc = fs_dirty_add(s, kv->id, kv->jfd);
@@ -610,7 +641,7 @@ void fkv_maybe_compact(struct fs *s, struct fkv *kv, pthread_mutex_t *mu)
 	uint64_t id;
 	int rc, fd;
 
-	if (kv->jfd < 0 || kv->jsize < COMPACT_MIN ||
+	if (fs_rdonly(s) || kv->jfd < 0 || kv->jsize < COMPACT_MIN ||
 	    kv->jsize < COMPACT_RATIO * kv->live)
 		return;
 	pthread_mutex_lock(mu);

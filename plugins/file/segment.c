@@ -10,6 +10,12 @@
  * Every function but flog_open/flog_free/flog_dirname runs on the store's
  * I/O thread (the writer), the only thread that touches a log's segments
  * while it is in use.
+ *
+ * A read-only log (l->rdonly: the store is read-only, or a segment could
+ * not be opened for writing) opens its files O_RDONLY and changes nothing:
+ * recovery still validates every tail, but a torn or corrupt one is only
+ * ignored in memory (logged, not cut), indexes are rebuilt in memory only,
+ * and appends, trims and removes fail with PMQ_ERR_RDONLY.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -491,8 +497,18 @@ static int seg_load(struct fs *s, struct flog *l, struct seg *g,
 		return -1;
 	}
 	do
-		fd = open(p, O_RDWR | O_CLOEXEC);
+		fd = open(p, (l->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	while (fd < 0 && errno == EINTR);
+	if (fd < 0 && !l->rdonly && (errno == EROFS || errno == EACCES)) {
+		fs_api->log(fs_inst(s), PMQ_LOG_WARN,
+		            "file storage: %s: %s; log %s opened read-only: "
+		            "writes to it will fail", p, strerror(errno),
+		            l->dir);
+		l->rdonly = 1;
+		do
+			fd = open(p, O_RDONLY | O_CLOEXEC);
+		while (fd < 0 && errno == EINTR);
+	}
 	if (fd < 0 || fstat(fd, &st) != 0) {
 		*err = fs_errno_err(errno);
 		fs_api->log(fs_inst(s), PMQ_LOG_ERROR, "file storage: %s: %s",
@@ -537,7 +553,7 @@ static int seg_load(struct fs *s, struct flog *l, struct seg *g,
 		*err = rc;
 		return -1;
 	}
-	if (rebuilt)
+	if (rebuilt && !l->rdonly)
 		idx_store(s, l, g, 0);
 	if (why != NULL || g->size < (uint64_t)st.st_size)
 		*cut_why = why ? why : "trailing bytes";
@@ -618,7 +634,8 @@ static void seg_delete(struct fs *s, struct flog *l, size_t i)
 	struct seg *g = l->segs[i];
 
 	seg_close_fds(s, g, 0);
-	seg_unlink(s, l, g->base);
+	if (!l->rdonly) /* read-only: only forgotten */
+		seg_unlink(s, l, g->base);
 	seg_free(s, g);
 	memmove(&l->segs[i], &l->segs[i + 1],
 	        (l->nsegs - i - 1) * sizeof(*l->segs));
@@ -702,7 +719,7 @@ static int cmp_i64(const void *a, const void *b)
 
 /* The bases of the "<20 digits>.log" files in dir, sorted (new array in
  * *out), removing leftover temporary files. */
-static int list_bases(const char *dir, int64_t **out, size_t *n)
+static int list_bases(const char *dir, int rdonly, int64_t **out, size_t *n)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -718,7 +735,7 @@ static int list_bases(const char *dir, int64_t **out, size_t *n)
 		int64_t b = 0;
 
 		if (len > 4 && !strcmp(nm + len - 4, ".tmp")) {
-			char *p = fs_path(dir, nm);
+			char *p = rdonly ? NULL : fs_path(dir, nm);
 
 			if (p)
 				unlink(p);
@@ -780,7 +797,28 @@ struct flog *flog_open(struct fs *s, const char *logs_dir, const char *topic,
 		rc = PMQ_ERR_NOMEM;
 		goto fail;
 	}
-	if (mkdir(l->dir, 0755) == 0) {
+	l->rdonly = fs_rdonly(s);
+	if (l->rdonly) {
+		struct stat st;
+
+		int sr = stat(l->dir, &st);
+
+		if (sr != 0 && errno != ENOENT) {
+			rc = fs_errno_err(errno);
+			fs_api->log(fs_inst(s), PMQ_LOG_ERROR,
+			            "file storage: %s: %s", l->dir,
+			            strerror(errno));
+			goto fail;
+		}
+		if (sr != 0 || !S_ISDIR(st.st_mode)) {
+			/* A new log cannot be created. */
+			rc = PMQ_ERR_RDONLY;
+			fs_api->log(fs_inst(s), PMQ_LOG_ERROR,
+			            "file storage: %s: cannot create a log: "
+			            "the store is read-only", l->dir);
+			goto fail;
+		}
+	} else if (mkdir(l->dir, 0755) == 0) {
 		fs_sync_dir(s, logs_dir);
 	} else if (errno != EEXIST) {
 		rc = fs_errno_err(errno);
@@ -788,7 +826,7 @@ struct flog *flog_open(struct fs *s, const char *logs_dir, const char *topic,
 		            l->dir, strerror(errno));
 		goto fail;
 	}
-	rc = list_bases(l->dir, &bases, &nb);
+	rc = list_bases(l->dir, l->rdonly, &bases, &nb);
 	if (rc != PMQ_OK)
 		goto fail;
 	ckpt = start_load(s, l);
@@ -816,9 +854,19 @@ struct flog *flog_open(struct fs *s, const char *logs_dir, const char *topic,
 				fs_api->log(fs_inst(s), PMQ_LOG_ERROR,
 				            "file storage: %s: segment %" PRId64
 				            " is damaged (%s); dropping the %zu "
-				            "segment(s) after it",
-				            l->dir, g->base, why, nb - i - 1);
-			if (g->size < fsize)
+				            "segment(s) after it%s",
+				            l->dir, g->base, why, nb - i - 1,
+				            l->rdonly ? " (read-only: ignored, "
+				                        "left on disk)" : "");
+			if (g->size < fsize && l->rdonly)
+				fs_api->log(fs_inst(s), PMQ_LOG_WARN,
+				            "file storage: %s/%020" PRId64
+				            ".log: ignoring %" PRIu64 " bytes at "
+				            "position %" PRIu64 " (%s); log ends at "
+				            "%" PRId64 " (read-only: not cut)",
+				            l->dir, g->base, fsize - g->size,
+				            g->size, why, g->end);
+			else if (g->size < fsize)
 				seg_cut(s, l, g, fd, fsize, why);
 		}
 		if (l->nsegs == l->capsegs) {
@@ -838,12 +886,16 @@ struct flog *flog_open(struct fs *s, const char *logs_dir, const char *topic,
 		if (why != NULL && !last) {
 			size_t k;
 
-			for (k = i + 1; k < nb; k++)
+			for (k = i + 1; k < nb && !l->rdonly; k++)
 				seg_unlink(s, l, bases[k]);
 			last = 1;
 			nb = i + 1;
 		}
-		if (last) {
+		if (last && l->rdonly) {
+			/* Reads only: no index files to keep writing. */
+			g->fd = fd;
+			g->index_broken = 1;
+		} else if (last) {
 			g->fd = fd;
 			g->ifd = idx_open(s, l, g, ".index", 0);
 			g->tfd = idx_open(s, l, g, ".timeindex", 0);
@@ -860,7 +912,20 @@ struct flog *flog_open(struct fs *s, const char *logs_dir, const char *topic,
 	}
 	free(bases);
 	bases = NULL;
-	if (l->nsegs == 0) {
+	if (l->nsegs == 0 && l->rdonly) {
+		/* An empty log, in memory only. */
+		struct seg *g = seg_new(s, ckpt > 0 ? ckpt : 0);
+		struct seg **ns = g ? realloc(l->segs, 8 * sizeof(*ns)) : NULL;
+
+		if (ns == NULL) {
+			seg_free(s, g);
+			rc = PMQ_ERR_NOMEM;
+			goto fail;
+		}
+		l->segs = ns;
+		l->capsegs = 8;
+		l->segs[l->nsegs++] = g;
+	} else if (l->nsegs == 0) {
 		rc = seg_create(s, l, ckpt > 0 ? ckpt : 0);
 		if (rc != PMQ_OK)
 			goto fail;
@@ -913,6 +978,8 @@ int flog_append(struct fs *s, struct flog *l, const struct pmq_batch_meta *m,
 
 	if (l->failed)
 		return l->failed;
+	if (l->rdonly)
+		return PMQ_ERR_RDONLY;
 	if (m->base_offset != g->end) {
 		fs_api->log(fs_inst(s), PMQ_LOG_ERROR,
 		            "file storage: %s: batch base %" PRId64
@@ -1178,6 +1245,8 @@ int flog_trim(struct fs *s, struct flog *l, int64_t new_start, int64_t *value)
 	int rc;
 
 	*value = l->start;
+	if (l->rdonly)
+		return PMQ_ERR_RDONLY;
 	if (new_start > end)
 		return PMQ_ERR_RANGE;
 	if (new_start <= l->start)
@@ -1217,6 +1286,10 @@ int flog_remove(struct fs *s, struct flog *l)
 	char *parent;
 	int rc = 0;
 
+	if (l->rdonly) {
+		free(gone);
+		return PMQ_ERR_RDONLY;
+	}
 	if (gone == NULL)
 		return PMQ_ERR_NOMEM;
 	for (size_t i = 0; i < l->nsegs; i++)

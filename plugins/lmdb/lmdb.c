@@ -31,6 +31,14 @@
  *     side around the resize.  Nothing waits on the writer while holding
  *     rw, so this cannot deadlock.
  *
+ * Read-only: with read_only = yes, or when the environment cannot be
+ * opened for writing (EROFS, EACCES), it is opened with MDB_RDONLY, and
+ * with MDB_NOLOCK too when lock.mdb cannot be opened for writing (then
+ * nothing stops another process writing under our readers: it must not).
+ * log_open of an existing log runs in a read transaction on the loop
+ * thread; creating a log and every write complete with PMQ_ERR_RDONLY;
+ * the writer thread never begins a write transaction.
+ *
  * mu protects the queues, the handle table, the overlay and the counters.
  * No lock of ours is held while calling io_done/io_done_data.
  */
@@ -131,6 +139,10 @@ struct lm {
 	int64_t interval_ms;
 	uint64_t map_size, map_max;
 	int map_max_set;
+	int cfg_rdonly;       /* read_only = yes */
+	int rdonly;           /* the env is open MDB_RDONLY (set at start) */
+	int nolock;           /* ... and MDB_NOLOCK */
+	uint64_t refused;     /* writes refused as read-only; under mu */
 
 	MDB_env *env;
 	MDB_dbi db_logs, db_meta, db_kv;
@@ -573,6 +585,10 @@ static int apply_open(struct lm *m, MDB_txn *txn, struct op *o)
 	int rc;
 
 	rc = meta_get(m, txn, o->key, o->klen, &id, &start, &end);
+	if (rc == MDB_NOTFOUND && m->rdonly) {
+		o->status = PMQ_ERR_RDONLY; /* cannot create a log */
+		return 0;
+	}
 	if (rc == MDB_NOTFOUND) {
 		/* A new log: the next id from the counter. */
 		MDB_val ck = {1, "c"}, cv;
@@ -632,9 +648,10 @@ static int apply_open(struct lm *m, MDB_txn *txn, struct op *o)
 			         (long long)(lbase + (int64_t)recs));
 			start = fbase;
 			end = lbase + (int64_t)recs;
-			rc = meta_put(m, txn, o->key, o->klen, id, start,
-			              end);
-			o->value = 1; /* wrote */
+			/* Read-only (a read txn): fixed in memory only. */
+			rc = m->rdonly ? 0 : meta_put(m, txn, o->key, o->klen,
+			                              id, start, end);
+			o->value = !m->rdonly; /* wrote */
 			if (rc != 0) {
 				mdb_cursor_close(cur);
 				return rc;
@@ -1035,8 +1052,14 @@ static void *writer(void *arg)
 		m->busy = 1;
 		pthread_mutex_unlock(&m->mu);
 
-		if (list != NULL)
+		if (list != NULL && m->rdonly) {
+			/* Refused at submit; nothing may begin a write txn. */
+			for (o = list; o; o = o->next)
+				if (!o->pre)
+					o->status = PMQ_ERR_RDONLY;
+		} else if (list != NULL) {
 			commit_group(m, list);
+		}
 		if (m->fsync == FSYNC_INTERVAL && m->dirty &&
 		    mono_ms() - m->last_sync_ms >= m->interval_ms)
 			do_sync(m);
@@ -1150,6 +1173,17 @@ static void enqueue_locked(struct lm *m, struct op *o)
 	pthread_cond_signal(&m->work_cv);
 }
 
+/* A write was refused as read-only; caller holds mu.  The first is
+ * logged, the count at stop. */
+static void refused_locked(struct lm *m)
+{
+	if (m->refused++ == 0)
+		api->log(m->inst, PMQ_LOG_ERROR,
+		         "lmdb storage: the environment is read-only: a write "
+		         "was refused (every write fails until plexmqd "
+		         "restarts on a writable dir)");
+}
+
 /* Queue a log op; ops on a log being removed fail in order. */
 static void submit_log(struct lm *m, struct op *o)
 {
@@ -1164,6 +1198,10 @@ static void submit_log(struct lm *m, struct op *o)
 	if (o->log == NULL || o->log->removing) {
 		o->status = PMQ_ERR_CLOSED;
 		o->pre = 1;
+	} else if (m->rdonly && o->kind != OP_READ && o->kind != OP_TIME) {
+		o->status = PMQ_ERR_RDONLY;
+		o->pre = 1;
+		refused_locked(m);
 	} else if (o->kind == OP_REMOVE) {
 		o->log->removing = 1;
 	} else if (o->kind == OP_READ || o->kind == OP_TIME) {
@@ -1282,6 +1320,17 @@ static int lm_configure(void *st, const char *key, const char *value,
 		m->interval_ms = v;
 		return PMQ_OK;
 	}
+	if (strcmp(key, "read_only") == 0) {
+		int b;
+
+		if (api->cfg_bool(value, &b) != PMQ_OK) {
+			snprintf(err, err_len, "read_only: want yes or no, got "
+			         "'%s'", value);
+			return PMQ_ERR_CONFIG;
+		}
+		m->cfg_rdonly = b;
+		return PMQ_OK;
+	}
 	if (strcmp(key, "map_size") == 0 || strcmp(key, "map_size_max") == 0) {
 		if (api->cfg_size(value, &sz) != PMQ_OK || sz < MIN_MAP_SIZE ||
 		    sz > (uint64_t)SIZE_MAX / 2) {
@@ -1381,6 +1430,62 @@ static int sync_env_dirs(struct lm *m, const char *dir)
 	return rc;
 }
 
+/* mdb_env_create + mdb_env_open; 0 or the error (m->env NULL then). */
+static int env_open_flags(struct lm *m, const char *dir, unsigned flags)
+{
+	int rc;
+
+	if ((rc = mdb_env_create(&m->env)) != 0) {
+		m->env = NULL;
+		return rc;
+	}
+	if ((rc = mdb_env_set_maxdbs(m->env, 4)) != 0 ||
+	    (rc = mdb_env_set_mapsize(m->env, (size_t)m->map_size)) != 0 ||
+	    (rc = mdb_env_open(m->env, dir, flags, 0600)) != 0) {
+		mdb_env_close(m->env);
+		m->env = NULL;
+	}
+	return rc;
+}
+
+/* Can lock.mdb be opened for writing?  LMDB needs that for its reader
+ * table even with MDB_RDONLY (it creates the file if missing, as LMDB
+ * itself would).  0 or an errno value. */
+static int lock_writable(const char *dir)
+{
+	char p[4096];
+	int fd;
+
+	if ((size_t)snprintf(p, sizeof(p), "%s/lock.mdb", dir) >= sizeof(p))
+		return ENAMETOOLONG;
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
+}
+
+/* Open read-only: MDB_RDONLY, plus MDB_NOLOCK when lock.mdb is not
+ * writable (a read-only file system: LMDB would silently go without
+ * locks there anyway; EACCES: it would fail). */
+static int env_open_rdonly(struct lm *m, const char *dir, unsigned flags)
+{
+	int e = lock_writable(dir);
+
+	m->rdonly = 1;
+	flags |= MDB_RDONLY;
+	if (e != 0) {
+		m->nolock = 1;
+		flags |= MDB_NOLOCK;
+		api->log(m->inst, PMQ_LOG_WARN,
+		         "lmdb storage: %s/lock.mdb: %s; reading without a "
+		         "lock table (MDB_NOLOCK): no other process may write "
+		         "to this environment while plexmqd runs", dir,
+		         strerror(e));
+	}
+	return env_open_flags(m, dir, flags);
+}
+
 static int open_env(struct lm *m, const char *dir)
 {
 	unsigned flags = MDB_NOTLS;
@@ -1388,30 +1493,56 @@ static int open_env(struct lm *m, const char *dir)
 	MDB_envinfo info;
 	int rc, dead = 0;
 
+	m->rdonly = m->nolock = 0;
 	if (m->fsync == FSYNC_INTERVAL)
 		flags |= MDB_NOSYNC;
 	else if (m->fsync == FSYNC_NEVER)
 		flags |= MDB_NOSYNC | MDB_NOMETASYNC;
-	if ((rc = mdb_env_create(&m->env)) != 0)
-		goto fail;
-	if ((rc = mdb_env_set_maxdbs(m->env, 4)) != 0 ||
-	    (rc = mdb_env_set_mapsize(m->env, (size_t)m->map_size)) != 0 ||
-	    (rc = mdb_env_open(m->env, dir, flags, 0600)) != 0)
+	if (m->cfg_rdonly) {
+		api->log(m->inst, PMQ_LOG_INFO,
+		         "lmdb storage: %s: read_only = yes: writes will fail, "
+		         "reads are served", dir);
+		rc = env_open_rdonly(m, dir, flags);
+	} else {
+		rc = env_open_flags(m, dir, flags);
+		if (rc == EROFS || rc == EACCES) {
+			api->log(m->inst, PMQ_LOG_WARN,
+			         "lmdb storage: %s: %s; opening the environment "
+			         "read-only: writes will fail, reads are served",
+			         dir, mdb_strerror(rc));
+			rc = env_open_rdonly(m, dir, flags);
+		}
+	}
+	if (rc != 0)
 		goto fail;
 	/* Reader slots of a crashed process would pin old pages forever. */
-	if ((rc = mdb_reader_check(m->env, &dead)) != 0)
+	if (!m->nolock && (rc = mdb_reader_check(m->env, &dead)) != 0)
 		goto fail;
 	if (dead)
 		api->log(m->inst, PMQ_LOG_INFO,
 		         "lmdb storage: cleared %d stale reader slots", dead);
-	if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) != 0)
+	if ((rc = mdb_txn_begin(m->env, NULL, m->rdonly ? MDB_RDONLY : 0,
+	                        &txn)) != 0)
 		goto fail;
-	if ((rc = mdb_dbi_open(txn, "logs", MDB_CREATE, &m->db_logs)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "logmeta", MDB_CREATE, &m->db_meta)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &m->db_kv)) != 0) {
-		mdb_txn_abort(txn);
-		goto fail;
+	{
+		/* Read-only: the databases must be there already. */
+		unsigned cf = m->rdonly ? 0 : MDB_CREATE;
+		const char *db = "logs";
+
+		if ((rc = mdb_dbi_open(txn, db, cf, &m->db_logs)) != 0 ||
+		    (rc = mdb_dbi_open(txn, db = "logmeta", cf,
+		                       &m->db_meta)) != 0 ||
+		    (rc = mdb_dbi_open(txn, db = "kv", cf, &m->db_kv)) != 0) {
+			mdb_txn_abort(txn);
+			if (rc == MDB_NOTFOUND)
+				api->log(m->inst, PMQ_LOG_ERROR,
+				         "lmdb storage: %s: no database \"%s\" "
+				         "and read-only: cannot create it",
+				         dir, db);
+			goto fail;
+		}
 	}
+	/* A read-only txn's commit keeps its dbi handles open too. */
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		goto fail;
 	/* LMDB keeps an existing, larger map: ask what it is. */
@@ -1419,7 +1550,7 @@ static int open_env(struct lm *m, const char *dir)
 		goto fail;
 	m->cur_map = info.me_mapsize;
 	m->maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
-	if (sync_env_dirs(m, dir) != 0) {
+	if (!m->rdonly && sync_env_dirs(m, dir) != 0) {
 		mdb_env_close(m->env);
 		m->env = NULL;
 		return PMQ_ERR_IO;
@@ -1431,6 +1562,7 @@ fail:
 	if (m->env)
 		mdb_env_close(m->env);
 	m->env = NULL;
+	m->rdonly = m->nolock = 0;
 	return rc == MDB_MAP_FULL ? PMQ_ERR_NOSPC : mdb_to_pmq(rc);
 }
 
@@ -1463,7 +1595,7 @@ static int lm_start(void *st)
 		}
 		dir = buf;
 	}
-	if ((rc = mkdir_p(dir)) != 0) {
+	if (!m->cfg_rdonly && (rc = mkdir_p(dir)) != 0) {
 		api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: mkdir %s: %s",
 		         dir, strerror(rc));
 		return rc == EACCES || rc == EROFS ? PMQ_ERR_RDONLY
@@ -1494,11 +1626,14 @@ static int lm_start(void *st)
 	}
 	m->running = 1;
 	api->log(m->inst, PMQ_LOG_INFO,
-	         "lmdb storage: %s, fsync = %s, map %zu bytes (max %llu)",
+	         "lmdb storage: %s, fsync = %s, map %zu bytes (max %llu)%s",
 	         dir,
 	         m->fsync == FSYNC_ALWAYS ? "always"
 	         : m->fsync == FSYNC_INTERVAL ? "interval" : "never",
-	         m->cur_map, (unsigned long long)m->map_max);
+	         m->cur_map, (unsigned long long)m->map_max,
+	         !m->rdonly ? ""
+	         : m->nolock ? "; READ-ONLY, no lock: writes will fail"
+	                     : "; READ-ONLY: writes will fail");
 	return PMQ_OK;
 }
 
@@ -1524,6 +1659,10 @@ static void lm_stop(void *st)
 	         "lmdb storage: %llu syncs for %llu writes (%llu commits)",
 	         (unsigned long long)m->syncs, (unsigned long long)m->writes,
 	         (unsigned long long)m->commits);
+	if (m->refused)
+		api->log(m->inst, PMQ_LOG_WARN,
+		         "lmdb storage: %llu writes refused: read-only",
+		         (unsigned long long)m->refused);
 	mdb_env_close(m->env);
 	m->env = NULL;
 }
@@ -1666,12 +1805,29 @@ static void *lm_log_open(void *st, const char *topic, int32_t partition,
 		return NULL;
 	}
 	o->kind = OP_OPEN;
-	/* Through the writer, behind every pending write: the reported end
-	 * is then durable, and only the writer ever writes. */
-	pthread_mutex_lock(&m->mu);
-	enqueue_locked(m, o);
-	while (!o->finished)
-		pthread_cond_wait(&m->idle_cv, &m->mu);
+	if (m->rdonly) {
+		/* Nothing is written, so nothing to wait for: a read txn
+		 * here.  A log that is not there cannot be created. */
+		MDB_txn *txn;
+
+		o->status = rd_begin(m, &txn);
+		if (o->status == PMQ_OK) {
+			int rc = apply_open(m, txn, o);
+
+			rd_end(m, txn);
+			if (rc != 0)
+				o->status = mdb_to_pmq(rc);
+		}
+		pthread_mutex_lock(&m->mu);
+	} else {
+		/* Through the writer, behind every pending write: the
+		 * reported end is then durable, and only the writer ever
+		 * writes. */
+		pthread_mutex_lock(&m->mu);
+		enqueue_locked(m, o);
+		while (!o->finished)
+			pthread_cond_wait(&m->idle_cv, &m->mu);
+	}
 	if (o->status != PMQ_OK) {
 		pthread_mutex_unlock(&m->mu);
 		api->log(m->inst, PMQ_LOG_ERROR,
@@ -1886,6 +2042,11 @@ static void kv_write(struct lm *m, const char *ns, const void *key,
 		op_complete(o);
 		op_free(o);
 		return;
+	}
+	if (!o->pre && m->rdonly) {
+		o->status = PMQ_ERR_RDONLY; /* the overlay stays empty */
+		o->pre = 1;
+		refused_locked(m);
 	}
 	if (!o->pre) {
 		o->seq = ++m->seq;

@@ -1273,6 +1273,131 @@ static void test_durable_reopen(void **state)
 	expect_kv(f, "ns", S("k2"), NULL, 0);
 }
 
+/* ---- durable plugins only: read_only = yes ---- */
+
+/* A digest of every file under g_data_dir (name, size, mtime), to show
+ * that a read-only store changed nothing.  LMDB's lock.mdb (its reader
+ * table, written by readers too) is left out. */
+static uint64_t g_digest;
+
+static void digest_add(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	while (n--)
+		g_digest = (g_digest ^ *c++) * 1099511628211ull;
+}
+
+static int digest_cb(const char *path, const struct stat *sb, int flag,
+                     struct FTW *ftw)
+{
+	(void)ftw;
+	if (flag != FTW_F || strstr(path, "lock.mdb") != NULL)
+		return 0;
+	digest_add(path, strlen(path) + 1);
+	digest_add(&sb->st_size, sizeof(sb->st_size));
+	digest_add(&sb->st_mtim, sizeof(sb->st_mtim));
+	return 0;
+}
+
+static uint64_t dir_digest(void)
+{
+	g_digest = 14695981039346656037ull;
+	assert_int_equal(nftw(g_data_dir, digest_cb, 16, FTW_PHYS), 0);
+	return g_digest;
+}
+
+static int64_t try_trim(struct fx *f, void *log, int64_t new_start)
+{
+	pmq_io *io = io_new();
+	int rc;
+
+	g_ops->log_trim(f->st, log, new_start, io);
+	rc = wait_io(io, WAIT_MS);
+	io_free(io);
+	return rc;
+}
+
+/* A store reopened with read_only = yes (what the plugins fall back to on
+ * a read-only data dir, which root cannot get with chmod) serves every
+ * read, refuses every write with PMQ_ERR_RDONLY, cannot create a log,
+ * changes no file, and a writable reopen finds everything as it was. */
+static void test_read_only(void **state)
+{
+	struct fx *f = *state;
+	struct list_acc a = {0};
+	struct scan_acc sa = {0};
+	void *log, *nl;
+	pmq_io *io;
+	int64_t s, e;
+	uint64_t before;
+	int err = -999;
+
+	if (!durable)
+		skip();
+	log = abc(f, "a");
+	g_ops->log_close(f->st, log);
+	assert_int_equal(kv_put(f, "ns", S("k1"), S("k1!")), PMQ_OK);
+	assert_int_equal(kv_put(f, "ns", S("k2"), S("k2!")), PMQ_OK);
+	store_close(f);
+	before = dir_digest();
+	REOPEN_OR_SKIP(f, "read_only", "yes");
+
+	assert_int_equal(g_ops->log_list(f->st, list_cb, &a), PMQ_OK);
+	assert_int_equal(a.n, 1);
+	log = log_open(f, "a", 0, &s, &e);
+	assert_int_equal(s, 0);
+	assert_int_equal(e, 8);
+	expect_read(f, log, 0, 1 << 20, INT64_MAX, 0, 3);
+	expect_read(f, log, 6, 1 << 20, INT64_MAX, 2, 1);
+	if (g_ops->log_offset_for_time != NULL) {
+		io = io_new();
+		g_ops->log_offset_for_time(f->st, log, 2000, io);
+		assert_int_equal(wait_io(io, WAIT_MS), PMQ_OK);
+		assert_int_equal(io->value, 1);
+		io_free(io);
+	}
+	/* Every write: refused, in order, nothing changes. */
+	assert_int_equal(append(f, log, 8, 1, 10, 4000), PMQ_ERR_RDONLY);
+	assert_int_equal(try_trim(f, log, 6), PMQ_ERR_RDONLY);
+	assert_int_equal(kv_put(f, "ns", S("k1"), S("new")), PMQ_ERR_RDONLY);
+	assert_int_equal(kv_put(f, "ns", S("k3"), S("k3!")), PMQ_ERR_RDONLY);
+	assert_int_equal(kv_del(f, "ns", S("k2")), PMQ_ERR_RDONLY);
+	expect_kv(f, "ns", S("k1"), S("k1!"));
+	expect_kv(f, "ns", S("k2"), S("k2!"));
+	expect_kv(f, "ns", S("k3"), NULL, 0);
+	assert_int_equal(g_ops->kv_scan(f->st, "ns", "k", 1, scan_cb, &sa),
+	                 PMQ_OK);
+	assert_int_equal(sa.n, 2);
+	/* The core reopens a log after a failed append: same end. */
+	g_ops->log_close(f->st, log);
+	log = log_open(f, "a", 0, &s, &e);
+	assert_int_equal(e, 8);
+	expect_read(f, log, 0, 1 << 20, INT64_MAX, 0, 3);
+	/* A new log cannot be made. */
+	nl = g_ops->log_open(f->st, "new", 0, NULL, &err);
+	assert_null(nl);
+	assert_int_equal(err, PMQ_ERR_RDONLY);
+	io = io_new();
+	g_ops->log_remove(f->st, log, io);
+	assert_int_equal(wait_io(io, WAIT_MS), PMQ_ERR_RDONLY);
+	io_free(io);
+	store_close(f);
+	assert_true(dir_digest() == before);
+
+	/* Writable again: all there, and writes work. */
+	assert_int_equal(store_open(f, NULL), PMQ_OK);
+	log = log_open(f, "a", 0, &s, &e);
+	assert_int_equal(s, 0);
+	assert_int_equal(e, 8);
+	expect_read(f, log, 0, 1 << 20, INT64_MAX, 0, 3);
+	assert_int_equal(append(f, log, 8, 1, 10, 4000), PMQ_OK);
+	g_ops->log_close(f->st, log);
+	expect_kv(f, "ns", S("k2"), S("k2!"));
+	assert_int_equal(kv_del(f, "ns", S("k2")), PMQ_OK);
+	expect_kv(f, "ns", S("k2"), NULL, 0);
+}
+
 /* ---- segments and recovery (every plugin; recovery needs a hook) ---- */
 
 /* Like store_open, but keys the plugin does not know are left out: for
@@ -1951,6 +2076,8 @@ static void test_lmdb_config(void **state)
 	    {"map_size_max", "4G", PMQ_OK},   {"map_size_max", "x",
 	                                       PMQ_ERR_CONFIG},
 	    {"dir", "/tmp/x", PMQ_OK},        {"dir", "", PMQ_ERR_CONFIG},
+	    {"read_only", "yes", PMQ_OK},     {"read_only", "maybe",
+	                                       PMQ_ERR_CONFIG},
 	    {"max_bytes", "1M", PMQ_ERR_NOTFOUND},
 	};
 	struct fx *f = *state;
@@ -2151,6 +2278,9 @@ static void test_file_config(void **state)
 	    {"segment_bytes", "2G", PMQ_ERR_CONFIG},
 	    {"index_interval_bytes", "4k", PMQ_OK},
 	    {"index_interval_bytes", "x", PMQ_ERR_CONFIG},
+	    {"read_only", "yes", PMQ_OK},
+	    {"read_only", "no", PMQ_OK},
+	    {"read_only", "maybe", PMQ_ERR_CONFIG},
 	    {"dir", "/tmp/x", PMQ_OK},
 	    {"dir", "", PMQ_ERR_CONFIG},
 	    {"max_bytes", "1M", PMQ_ERR_NOTFOUND},
@@ -2190,6 +2320,48 @@ static void names_cb(void *arg, const char *topic, int32_t partition)
 		a->seen[1]++;
 	else if (!strcmp(topic, "caf\xc3\xa9 x-1") && partition == 0)
 		a->seen[2]++;
+}
+
+/* Read-only recovery validates the tails but cuts nothing: a torn last
+ * batch and a torn journal record are ignored in memory, the files keep
+ * their bytes; the next writable start cuts them as usual. */
+static void test_file_read_only_tail(void **state)
+{
+	struct fx *f = *state;
+	const char *seg = "logs/t-0/00000000000000000000.log";
+	off_t seg_size, j_size;
+	int64_t s, e;
+	void *log;
+
+	log = abc(f, "t");
+	g_ops->log_close(f->st, log);
+	assert_int_equal(kv_put(f, "ns", S("k1"), S("k1!")), PMQ_OK);
+	assert_int_equal(kv_put(f, "ns", S("k2"), S("k2!")), PMQ_OK);
+	store_close(f);
+	assert_true(damage("torn batch"));
+	assert_true(damage("kv torn"));
+	seg_size = file_size(seg);
+	j_size = file_size("kv.journal");
+	REOPEN_OR_SKIP(f, "read_only", "yes");
+	log = log_open(f, "t", 0, &s, &e);
+	assert_int_equal(e, 6);
+	f->nb = 2;
+	expect_read(f, log, 0, 1 << 20, INT64_MAX, 0, 2);
+	assert_int_equal(append(f, log, 6, 1, 10, 9000), PMQ_ERR_RDONLY);
+	g_ops->log_close(f->st, log);
+	expect_kv(f, "ns", S("k1"), S("k1!"));
+	expect_kv(f, "ns", S("k2"), NULL, 0);
+	store_close(f);
+	assert_int_equal(file_size(seg), seg_size);
+	assert_int_equal(file_size("kv.journal"), j_size);
+
+	assert_int_equal(store_open(f, NULL), PMQ_OK);
+	assert_true(file_size("kv.journal") < j_size);
+	log = log_open(f, "t", 0, &s, &e); /* logs are recovered at open */
+	assert_int_equal(e, 6);
+	assert_true(file_size(seg) < seg_size);
+	assert_int_equal(append(f, log, 6, 1, 10, 9000), PMQ_OK);
+	g_ops->log_close(f->st, log);
 }
 
 static void test_file_topic_names(void **state)
@@ -2286,6 +2458,7 @@ int main(void)
 	    T(test_nospc),
 	    T(test_stop_completes),
 	    T(test_durable_reopen),
+	    T(test_read_only),
 	    T(test_segments_cross),
 	    T(test_recover_torn_batch),
 	    T(test_recover_bad_crc),
@@ -2304,6 +2477,7 @@ int main(void)
 	    T(test_file_fsync_modes),
 	    T(test_file_kv_compaction),
 	    T(test_file_topic_names),
+	    T(test_file_read_only_tail),
 	    T(test_file_config),
 #endif
 	};
