@@ -196,7 +196,8 @@ mqtt_send_publish(struct mqtt_conn *mc, pmq_msg *m, uint8_t qos,
 {
 	struct pmq_msg_fields f = { .size = sizeof f };
 	struct mqtt_buf pb, *b = &mc->ob;
-	unsigned flags = mc->ordered_sends ? PMQ_SEND_ORDERED : PMQ_SEND_NOW;
+	unsigned flags = mc->ordered_sends || mc->connack_wait ?
+	                     PMQ_SEND_ORDERED : PMQ_SEND_NOW;
 	uint16_t alias = 0;
 	int fresh = 0, send_topic = 1;
 	size_t rem, total;
@@ -322,15 +323,162 @@ mqtt_send_pubrel(struct mqtt_conn *mc, uint16_t pid, uint8_t reason)
 	                   NULL);
 	if (off >= 0)
 		api->conn_send(mc->c, mc->ob.p + off, mc->ob.len - (size_t)off,
-		               PMQ_SEND_NOW);
+		               mc->connack_wait ? PMQ_SEND_ORDERED :
+		                                  PMQ_SEND_NOW);
+}
+
+/* ---- acknowledgements waiting for session writes ---- */
+
+/*
+ * SUBACK, UNSUBACK, PUBCOMP and CONNACK (with a will) of a persistent
+ * session wait in a reply slot until the session write they report is as
+ * durable as the storage promises.  Non-persistent sessions write nothing
+ * and answer at once.  Owns one reference on mc.
+ */
+struct mqtt_wait {
+	struct mqtt_conn *mc;
+	pmq_slot *slot;
+	unsigned waits;      /* the builder + each write */
+	int status;          /* first failed write */
+	uint8_t type;        /* MQTT_SUBACK, ... */
+	uint8_t present;     /* CONNACK */
+	uint16_t pid;
+	uint32_t n_codes;
+	struct mqtt_buf props; /* CONNACK properties */
+	uint8_t codes[];     /* SUBACK / UNSUBACK reason codes */
+};
+
+static struct mqtt_wait *
+wait_new(struct mqtt_conn *mc, uint8_t type, uint16_t pid,
+         const uint8_t *codes, uint32_t n_codes)
+{
+	struct mqtt_wait *w = calloc(1, sizeof *w + n_codes);
+
+	if (w == NULL)
+		return NULL;
+	if ((w->slot = api->slot_open(mc->c)) == NULL) {
+		free(w);
+		return NULL;
+	}
+	w->mc = mc;
+	w->waits = 1;
+	w->type = type;
+	w->pid = pid;
+	w->n_codes = n_codes;
+	if (n_codes > 0)
+		memcpy(w->codes, codes, n_codes);
+	mqtt_buf_init(&w->props);
+	mc->refs++;
+	return w;
+}
+
+static void
+wait_finish(struct mqtt_wait *w)
+{
+	struct mqtt_conn *mc = w->mc;
+	struct mqtt_buf *b = &mc->ob;
+	long off = -1;
+	uint32_t i;
+
+	if (w->type == MQTT_CONNACK)
+		mc->connack_wait = 0;
+	if (mc->c == NULL || mc->closing)
+		goto out;
+	if (w->status != PMQ_OK) {
+		api->log(mc->l->inst, PMQ_LOG_WARN,
+		         "%s (%s): storing the session failed: %s",
+		         conn_name(mc), mc->s != NULL ? mc->s->id : "-",
+		         api->strerror(w->status));
+		/* What was granted is reported failed (0x80 in both
+		 * versions); where the packet has no failure code the
+		 * client is disconnected without the ack, so it retries. */
+		if (w->type == MQTT_SUBACK ||
+		    (w->type == MQTT_UNSUBACK && mc->version == MQTT_V5)) {
+			for (i = 0; i < w->n_codes; i++)
+				if (w->codes[i] < 0x80)
+					w->codes[i] = MQTT_RC_UNSPECIFIED;
+		} else {
+			mc->closing = 1;
+			api->conn_close(mc->c, 1);
+			goto out;
+		}
+	}
+	switch (w->type) {
+	case MQTT_SUBACK:
+	case MQTT_UNSUBACK:
+		mqtt_buf_begin(b);
+		mqtt_put_u16(b, w->pid);
+		if (mc->version == MQTT_V5)
+			mqtt_put_varint(b, 0);
+		if (w->type == MQTT_SUBACK || mc->version == MQTT_V5)
+			mqtt_put(b, w->codes, w->n_codes);
+		off = mqtt_buf_finish(b, (uint8_t)(w->type << 4), 0);
+		break;
+	case MQTT_PUBCOMP:
+		off = mqtt_enc_ack(b, mc->version, MQTT_PUBCOMP, w->pid, 0,
+		                   NULL);
+		break;
+	case MQTT_CONNACK:
+		mqtt_buf_begin(b);
+		mqtt_put_u8(b, w->present);
+		mqtt_put_u8(b, 0);
+		if (mc->version == MQTT_V5)
+			mqtt_put_props(b, &w->props);
+		off = mqtt_buf_finish(b, MQTT_CONNACK << 4, 0);
+		break;
+	}
+	if (off >= 0)
+		api->slot_send(w->slot, b->p + off, b->len - (size_t)off);
+	else
+		fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
+out:
+	api->slot_close(w->slot);
+	mqtt_buf_free(&w->props);
+	free(w);
+	conn_unref(mc);
+}
+
+static void
+wait_step(struct mqtt_wait *w)
+{
+	assert(w->waits > 0);
+	if (--w->waits == 0)
+		wait_finish(w);
+}
+
+static void
+wait_done(void *arg, int status)
+{
+	struct mqtt_wait *w = arg;
+
+	if (status != PMQ_OK && w->status == PMQ_OK)
+		w->status = status;
+	wait_step(w);
+}
+
+/* Account for the result rc of a session write started with wait_done,
+ * after w->waits++ before it (done may run inside the call). */
+static void
+wait_add(struct mqtt_wait *w, int rc)
+{
+	if (rc > 0)
+		return; /* wait_done runs (or ran) */
+	w->waits--;
+	if (rc < 0 && w->status == PMQ_OK)
+		w->status = rc;
 }
 
 /* ---- incoming PUBLISH ---- */
 
-/* A PUBLISH waiting for its completion; owns one reference on mc. */
+/* A PUBLISH waiting for its completion, and for QoS 2 on a persistent
+ * session also for its "mqtt.qos2in" write; owns one reference on mc. */
 struct mqtt_req {
 	struct mqtt_conn *mc;
 	pmq_slot *slot;
+	unsigned waits;     /* the publish + the qos2in write */
+	int pub_status;
+	int kv_status;      /* the qos2in write */
+	uint64_t n_delivered;
 	uint16_t pid;
 	uint8_t qos;
 };
@@ -361,19 +509,49 @@ pub_error_reason(int status)
 	}
 }
 
+/* Everything the PUBACK / PUBREC waits for is done: answer. */
 static void
-pub_done(void *arg, int status, const struct pmq_publish_result *res)
+req_finish(struct mqtt_req *req)
 {
-	struct mqtt_req *req = arg;
 	struct mqtt_conn *mc = req->mc;
+	int status = req->pub_status;
 	uint8_t reason = 0;
 	long off;
 
+	if (mc->c != NULL && !mc->closing && status == PMQ_OK &&
+	    req->kv_status != PMQ_OK) {
+		/* Published, but the id that stops a resend from being
+		 * delivered again is not stored: v5 ends the flow with an
+		 * error; 3.1.1 has none, so the client is disconnected and
+		 * resends after reconnecting (the id, still in memory,
+		 * keeps that resend from being routed again). */
+		if (mc->version != MQTT_V5) {
+			api->log(mc->l->inst, PMQ_LOG_WARN,
+			         "%s: storing a QoS 2 packet id failed: %s, "
+			         "closing", conn_name(mc),
+			         api->strerror(req->kv_status));
+			mc->closing = 1;
+			api->conn_close(mc->c, 1);
+			req_free(req);
+			return;
+		}
+		if (mc->s != NULL)
+			session_qos2_del(mc->s, req->pid, NULL, NULL, NULL);
+		off = mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBREC, req->pid,
+		                   MQTT_RC_UNSPECIFIED,
+		                   rstr(mc, api->strerror(req->kv_status)));
+		if (off >= 0)
+			api->slot_send(req->slot, mc->ob.p + off,
+			               mc->ob.len - (size_t)off);
+		req_free(req);
+		return;
+	}
 	if (mc->c != NULL && !mc->closing) {
 		if (status != PMQ_OK) {
 			reason = pub_error_reason(status);
 			if (req->qos == 2 && mc->s != NULL)
-				session_qos2_del(mc->s, req->pid);
+				session_qos2_del(mc->s, req->pid, NULL, NULL,
+				                 NULL);
 			if (mc->version != MQTT_V5) {
 				/* 3.1.1 has no negative ack: the client
 				 * resends after reconnecting. */
@@ -385,7 +563,7 @@ pub_done(void *arg, int status, const struct pmq_publish_result *res)
 				req_free(req);
 				return;
 			}
-		} else if (res->n_delivered == 0 && mc->version == MQTT_V5) {
+		} else if (req->n_delivered == 0 && mc->version == MQTT_V5) {
 			reason = MQTT_RC_NO_MATCHING_SUBSCRIBERS;
 		}
 		off = mqtt_enc_ack(&mc->ob, mc->version,
@@ -398,6 +576,39 @@ pub_done(void *arg, int status, const struct pmq_publish_result *res)
 			               mc->ob.len - (size_t)off);
 	}
 	req_free(req);
+}
+
+static void
+req_step(struct mqtt_req *req)
+{
+	assert(req->waits > 0);
+	if (--req->waits == 0)
+		req_finish(req);
+}
+
+static void
+pub_done(void *arg, int status, const struct pmq_publish_result *res)
+{
+	struct mqtt_req *req = arg;
+
+	req->pub_status = status;
+	req->n_delivered = res != NULL ? res->n_delivered : 0;
+	req_step(req);
+}
+
+/* The "mqtt.qos2in" write of a QoS 2 PUBLISH completed. */
+static void
+qos2_done(void *arg, int status)
+{
+	struct mqtt_req *req = arg;
+
+	if (status != PMQ_OK) {
+		api->log(req->mc->l->inst, PMQ_LOG_WARN,
+		         "mqtt: storing a QoS 2 packet id failed: %s",
+		         api->strerror(status));
+		req->kv_status = status;
+	}
+	req_step(req);
 }
 
 /* Build a message from a PUBLISH or a will.  NULL with *err set. */
@@ -544,23 +755,38 @@ handle_publish(struct mqtt_conn *mc, struct mqtt_packet *p)
 		api->msg_unref(m);
 		return;
 	}
-	if (p->qos == 2 && session_qos2_add(s, p->pid) != PMQ_OK) {
-		api->msg_unref(m);
-		fail(mc, MQTT_RC_RECEIVE_MAX_EXCEEDED, "too many QoS 2 inflight");
-		return;
-	}
 	req = calloc(1, sizeof *req);
 	if (req == NULL || (req->slot = api->slot_open(mc->c)) == NULL) {
 		free(req);
 		api->msg_unref(m);
-		if (p->qos == 2)
-			session_qos2_del(s, p->pid);
 		fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
 		return;
 	}
 	req->mc = mc;
 	req->pid = p->pid;
 	req->qos = p->qos;
+	req->waits = 1;
+	if (p->qos == 2) {
+		/* A persistent session stores the id; PUBREC waits for it
+		 * too (the waits count keeps an early completion from
+		 * finishing the request before the publish). */
+		int w;
+
+		req->waits++;
+		if (session_qos2_add(s, p->pid, qos2_done, req, &w) !=
+		    PMQ_OK) {
+			api->slot_close(req->slot);
+			free(req);
+			api->msg_unref(m);
+			fail(mc, MQTT_RC_RECEIVE_MAX_EXCEEDED,
+			     "too many QoS 2 inflight");
+			return;
+		}
+		if (w <= 0) {
+			req->kv_status = w < 0 ? w : PMQ_OK;
+			req->waits--;
+		}
+	}
 	mc->refs++;
 	mc->pending++;
 	if (p->qos == 1)
@@ -592,13 +818,29 @@ handle_ack(struct mqtt_conn *mc, struct mqtt_packet *p)
 	case MQTT_PUBCOMP:
 		rc = session_pubcomp(s, p->pid);
 		break;
-	case MQTT_PUBREL:
-		rc = session_qos2_del(s, p->pid);
+	case MQTT_PUBREL: {
+		/* A persistent session's PUBCOMP waits for the id's delete:
+		 * a stale id would swallow a new PUBLISH reusing it. */
+		struct mqtt_wait *w = s->stored && session_qos2_has(s, p->pid) ?
+		                          wait_new(mc, MQTT_PUBCOMP, p->pid,
+		                                   NULL, 0) :
+		                          NULL;
+		int wr;
+
+		if (w != NULL) {
+			w->waits++;
+			rc = session_qos2_del(s, p->pid, wait_done, w, &wr);
+			wait_add(w, wr);
+			wait_step(w);
+			break;
+		}
+		rc = session_qos2_del(s, p->pid, NULL, NULL, NULL);
 		send_ob(mc, mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBCOMP,
 		                         p->pid,
 		                         rc != 0 ? MQTT_RC_PID_NOT_FOUND : 0,
 		                         NULL));
 		break;
+	}
 	}
 	(void)rc; /* an unknown id in PUBACK/PUBCOMP is ignored */
 }
@@ -706,19 +948,34 @@ handle_subscribe(struct mqtt_conn *mc, struct mqtt_packet *p)
 		free(buf);
 		i++;
 	}
-	session_save(s);
-	mqtt_buf_begin(&mc->ob);
-	mqtt_put_u16(&mc->ob, p->pid);
-	if (mc->version == MQTT_V5)
-		mqtt_put_varint(&mc->ob, 0);
-	mqtt_put(&mc->ob, codes, p->n_entries);
-	off = mqtt_buf_finish(&mc->ob, MQTT_SUBACK << 4, 0);
-	if (off < 0) {
-		free(codes);
-		fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
-		return;
+	if (s->expiry_ms != 0) {
+		/* Persistent: the SUBACK leaves once the subscriptions are
+		 * stored (retained messages follow it, ORDERED). */
+		struct mqtt_wait *w = wait_new(mc, MQTT_SUBACK, p->pid, codes,
+		                               p->n_entries);
+
+		if (w == NULL) {
+			free(codes);
+			fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
+			return;
+		}
+		w->waits++;
+		wait_add(w, session_save_wait(s, wait_done, w));
+		wait_step(w);
+	} else {
+		mqtt_buf_begin(&mc->ob);
+		mqtt_put_u16(&mc->ob, p->pid);
+		if (mc->version == MQTT_V5)
+			mqtt_put_varint(&mc->ob, 0);
+		mqtt_put(&mc->ob, codes, p->n_entries);
+		off = mqtt_buf_finish(&mc->ob, MQTT_SUBACK << 4, 0);
+		if (off < 0) {
+			free(codes);
+			fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
+			return;
+		}
+		send_ob(mc, off);
 	}
-	send_ob(mc, off);
 	/* Retained messages after the SUBACK, in order with it. */
 	pos = 0;
 	i = 0;
@@ -784,7 +1041,21 @@ handle_unsubscribe(struct mqtt_conn *mc, struct mqtt_packet *p)
 		free(buf);
 		i++;
 	}
-	session_save(s);
+	if (s->expiry_ms != 0) {
+		/* Persistent: the UNSUBACK waits for the removal's write. */
+		struct mqtt_wait *w = wait_new(mc, MQTT_UNSUBACK, p->pid,
+		                               codes, p->n_entries);
+
+		free(codes);
+		if (w == NULL) {
+			fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
+			return;
+		}
+		w->waits++;
+		wait_add(w, session_save_wait(s, wait_done, w));
+		wait_step(w);
+		return;
+	}
 	mqtt_buf_begin(&mc->ob);
 	mqtt_put_u16(&mc->ob, p->pid);
 	if (mc->version == MQTT_V5) {
@@ -846,6 +1117,7 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 	int assigned = 0, present = 0, err = PMQ_OK;
 	int64_t expiry;
 	pmq_msg *will = NULL;
+	struct mqtt_wait *cw;
 	uint16_t server_ka = 0;
 	long off;
 
@@ -971,7 +1243,17 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 	session_attach(s, mc);
 	mc->s = s;
 	s->expiry_ms = expiry;
-	session_set_will(s, will, p->will_props.will_delay);
+	/* A persistent session's will: CONNACK waits for its write. */
+	cw = will != NULL && expiry != 0 ?
+	         wait_new(mc, MQTT_CONNACK, 0, NULL, 0) : NULL;
+	if (cw != NULL) {
+		cw->waits++;
+		wait_add(cw, session_set_will(s, will, p->will_props.will_delay,
+		                              wait_done, cw));
+	} else {
+		session_set_will(s, will, p->will_props.will_delay, NULL,
+		                 NULL);
+	}
 
 	mqtt_buf_init(&pb);
 	if (p->version == MQTT_V5) {
@@ -993,7 +1275,15 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 		if (server_ka != 0)
 			mqtt_prop_u16(&pb, MQTT_P_SERVER_KEEPALIVE, server_ka);
 	}
-	send_connack(mc, p->version, present, 0, &pb);
+	if (cw != NULL) {
+		/* Deliveries and resends go after it until it leaves. */
+		mc->connack_wait = 1;
+		cw->present = (uint8_t)present;
+		cw->props = pb;
+		mqtt_buf_init(&pb);
+	} else {
+		send_connack(mc, p->version, present, 0, &pb);
+	}
 	mqtt_buf_free(&pb);
 	mc->connected = 1;
 	mqtt_stat_connected++;
@@ -1012,6 +1302,8 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 	if (present)
 		session_resend(s);
 	session_pump(s);
+	if (cw != NULL)
+		wait_step(cw);
 	(void)off;
 }
 

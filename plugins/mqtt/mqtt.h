@@ -127,6 +127,8 @@ struct mqtt_conn {
 	unsigned disconnected:1;    /* normal DISCONNECT received */
 	unsigned will_on_disconnect:1;
 	unsigned ordered_sends:1;   /* inside retained_send: keep order */
+	unsigned connack_wait:1;    /* CONNACK waits in a slot: deliveries
+	                             * go after it (PMQ_SEND_ORDERED) */
 	uint16_t keepalive_s;
 	int64_t last_rx_ms;         /* monotonic */
 	pmq_timer *ka_timer;
@@ -153,10 +155,17 @@ void session_end(struct mqtt_session *s, int persist);
 void session_detach(struct mqtt_session *s, int shutdown);
 /* A connection took the session: cancel will and expiry timers. */
 void session_attach(struct mqtt_session *s, struct mqtt_conn *mc);
+/*
+ * Writes that an acknowledgement can wait for take an optional
+ * done(arg, status), run once the write completes (possibly from inside
+ * the call).  They return 1 when done will run, 0 when nothing was
+ * written (a non-persistent session; done does not run), or a negative
+ * error (not submitted; done does not run, the error is logged).
+ */
 /* Set (or with NULL clear) the pending will, taking will's reference;
  * stored when the session is persistent (set expiry_ms first). */
-void session_set_will(struct mqtt_session *s, pmq_msg *will,
-                      uint32_t delay_s);
+int session_set_will(struct mqtt_session *s, pmq_msg *will,
+                     uint32_t delay_s, pmq_done_fn done, void *arg);
 /* Send what may be sent: queued messages up to the inflight limit. */
 void session_pump(struct mqtt_session *s);
 /* Resend the inflight messages after a reconnect (DUP set). */
@@ -168,10 +177,14 @@ void session_deliver(struct mqtt_session *s, pmq_msg *m,
 int session_puback(struct mqtt_session *s, uint16_t pid);
 int session_pubrec(struct mqtt_session *s, uint16_t pid, uint8_t reason);
 int session_pubcomp(struct mqtt_session *s, uint16_t pid);
-/* Incoming QoS 2 ids: has / add (PMQ_ERR_LIMIT at 65535) / remove. */
+/* Incoming QoS 2 ids: has / add (PMQ_ERR_LIMIT at 65535) / remove (-1:
+ * unknown).  *wait: the write's result as above (wait NULL for del: no
+ * done). */
 int session_qos2_has(struct mqtt_session *s, uint16_t pid);
-int session_qos2_add(struct mqtt_session *s, uint16_t pid);
-int session_qos2_del(struct mqtt_session *s, uint16_t pid);
+int session_qos2_add(struct mqtt_session *s, uint16_t pid, pmq_done_fn done,
+                     void *arg, int *wait);
+int session_qos2_del(struct mqtt_session *s, uint16_t pid, pmq_done_fn done,
+                     void *arg, int *wait);
 /* Record a subscription change (for persistence). */
 int session_sub_add(struct mqtt_session *s, const char *filter,
                     const char *group, const struct pmq_sub_opts *o);
@@ -179,6 +192,8 @@ void session_sub_del(struct mqtt_session *s, const char *filter,
                      const char *group);
 /* Write the session record when the session is persistent. */
 void session_save(struct mqtt_session *s);
+/* The same, with done as above (1 / 0 / negative error). */
+int session_save_wait(struct mqtt_session *s, pmq_done_fn done, void *arg);
 /* Restore persisted sessions (once per process). */
 void sessions_load(struct mqtt_listener *l);
 /* Free every session without touching storage (shutdown). */

@@ -219,12 +219,19 @@ done_log(void *arg, int status)
 void
 session_save(struct mqtt_session *s)
 {
+	(void)session_save_wait(s, NULL, NULL);
+}
+
+int
+session_save_wait(struct mqtt_session *s, pmq_done_fn done, void *arg)
+{
 	struct mqtt_buf b;
 	struct mqtt_sub *sub;
 	uint32_t n = 0;
+	int rc;
 
 	if (s->expiry_ms == 0)
-		return;
+		return 0;
 	mqtt_buf_init(&b);
 	mqtt_put_u8(&b, REC_FORMAT);
 	mqtt_put_u8(&b, s->version);
@@ -243,11 +250,20 @@ session_save(struct mqtt_session *s)
 		put_blob(&b, sub->filter, strlen(sub->filter));
 		put_blob(&b, sub->group, sub->group ? strlen(sub->group) : 0);
 	}
-	if (b.err == PMQ_OK &&
-	    api->kv_put(NS_SESSIONS, s->id, s->id_len, b.p, b.len, done_log,
-	                "a session") == PMQ_OK)
-		s->stored = 1;
+	rc = b.err;
+	if (rc == PMQ_OK)
+		rc = done != NULL ?
+		         api->kv_put(NS_SESSIONS, s->id, s->id_len, b.p, b.len,
+		                     done, arg) :
+		         api->kv_put(NS_SESSIONS, s->id, s->id_len, b.p, b.len,
+		                     done_log, "a session");
 	mqtt_buf_free(&b);
+	if (rc != PMQ_OK) {
+		done_log("a session", rc);
+		return rc < 0 ? rc : PMQ_ERR_NOMEM;
+	}
+	s->stored = 1;
+	return done != NULL ? 1 : 0;
 }
 
 /* Append the stored form of an outgoing message (also used for wills,
@@ -397,25 +413,33 @@ qos2_key(const struct mqtt_session *s, uint16_t pid, uint8_t *key,
 }
 
 /* Persist (put) or forget (!put) an incoming QoS 2 id of a persistent
- * session. */
-static void
-qos2_store(struct mqtt_session *s, uint16_t pid, int put)
+ * session.  With done, done(arg, status) runs once the write completes:
+ * returns 1 then, 0 when nothing was written (not persistent; done does
+ * not run), or a negative error (not submitted; done does not run). */
+static int
+qos2_store(struct mqtt_session *s, uint16_t pid, int put, pmq_done_fn done,
+           void *arg)
 {
 	uint8_t key[65536 + 8];
 	size_t klen;
+	int rc;
 
 	if (put && s->expiry_ms == 0)
-		return;
+		return 0;
 	if (!put && !s->stored)
-		return;
+		return 0;
 	klen = qos2_key(s, pid, key, sizeof key);
 	if (klen == 0)
-		return;
-	if (put)
-		api->kv_put(NS_QOS2IN, key, klen, "", 1, done_log,
-		            "a QoS 2 packet id");
-	else
-		api->kv_del(NS_QOS2IN, key, klen, NULL, NULL);
+		return PMQ_ERR_LIMIT;
+	if (done == NULL) {
+		done = put ? done_log : NULL;
+		arg = put ? "a QoS 2 packet id" : NULL;
+	}
+	rc = put ? api->kv_put(NS_QOS2IN, key, klen, "", 1, done, arg)
+	         : api->kv_del(NS_QOS2IN, key, klen, done, arg);
+	if (rc != PMQ_OK)
+		return rc < 0 ? rc : PMQ_ERR_NOMEM;
+	return done != NULL && done != done_log ? 1 : 0;
 }
 
 /* Drop the pending will; its stored copy too unless keep_stored (the
@@ -435,18 +459,20 @@ will_clear(struct mqtt_session *s, int keep_stored)
 	}
 }
 
-void
-session_set_will(struct mqtt_session *s, pmq_msg *will, uint32_t delay_s)
+int
+session_set_will(struct mqtt_session *s, pmq_msg *will, uint32_t delay_s,
+                 pmq_done_fn done, void *arg)
 {
 	struct pmq_msg_fields f = { .size = sizeof f };
 	struct mqtt_out o = { 0 };
 	struct mqtt_buf b;
+	int rc;
 
 	will_clear(s, 0);
 	s->will = will;
 	s->will_delay_s = delay_s;
 	if (will == NULL || s->expiry_ms == 0)
-		return;
+		return 0;
 	api->msg_fields(will, &f);
 	o.m = will;
 	o.qos = f.qos;
@@ -454,11 +480,20 @@ session_set_will(struct mqtt_session *s, pmq_msg *will, uint32_t delay_s)
 	mqtt_buf_init(&b);
 	mqtt_put_u32(&b, delay_s);
 	out_encode(&b, &o);
-	if (b.err == PMQ_OK &&
-	    api->kv_put(NS_WILLS, s->id, s->id_len, b.p, b.len, done_log,
-	                "a will") == PMQ_OK)
-		s->will_stored = 1;
+	rc = b.err;
+	if (rc == PMQ_OK)
+		rc = done != NULL ?
+		         api->kv_put(NS_WILLS, s->id, s->id_len, b.p, b.len,
+		                     done, arg) :
+		         api->kv_put(NS_WILLS, s->id, s->id_len, b.p, b.len,
+		                     done_log, "a will");
 	mqtt_buf_free(&b);
+	if (rc != PMQ_OK) {
+		done_log("a will", rc);
+		return rc < 0 ? rc : PMQ_ERR_NOMEM;
+	}
+	s->will_stored = 1;
+	return done != NULL ? 1 : 0;
 }
 
 /* ---- outgoing messages ---- */
@@ -801,24 +836,34 @@ qos2_push(struct mqtt_session *s, uint16_t pid)
 }
 
 int
-session_qos2_add(struct mqtt_session *s, uint16_t pid)
+session_qos2_add(struct mqtt_session *s, uint16_t pid, pmq_done_fn done,
+                 void *arg, int *wait)
 {
 	int rc = qos2_push(s, pid);
 
+	*wait = 0;
 	if (rc == PMQ_OK)
-		qos2_store(s, pid, 1);
+		*wait = qos2_store(s, pid, 1, done, arg);
 	return rc;
 }
 
 int
-session_qos2_del(struct mqtt_session *s, uint16_t pid)
+session_qos2_del(struct mqtt_session *s, uint16_t pid, pmq_done_fn done,
+                 void *arg, int *wait)
 {
 	uint32_t i;
 
+	if (wait != NULL)
+		*wait = 0;
 	for (i = 0; i < s->n_in_qos2; i++) {
 		if (s->in_qos2[i] == pid) {
+			int w;
+
 			s->in_qos2[i] = s->in_qos2[--s->n_in_qos2];
-			qos2_store(s, pid, 0);
+			w = qos2_store(s, pid, 0, wait != NULL ? done : NULL,
+			               arg);
+			if (wait != NULL)
+				*wait = w;
 			return 0;
 		}
 	}
@@ -1010,7 +1055,7 @@ session_free(struct mqtt_session *s, int persist, int shutdown)
 		uint32_t i;
 
 		for (i = 0; i < s->n_in_qos2; i++)
-			qos2_store(s, s->in_qos2[i], 0);
+			qos2_store(s, s->in_qos2[i], 0, NULL, NULL);
 	}
 	while (s->subs != NULL) {
 		struct mqtt_sub *sub = s->subs;

@@ -30,3 +30,7 @@ EXTRA_DIST += $(CRASH_TESTS_SH) tests/crash/lib.sh tests/crash/client.py \
 TESTS += tests/integration/storage_readonly.sh tests/crash/crash_mqtt_session.sh
 EXTRA_DIST += tests/integration/storage_readonly.sh \
 	tests/crash/crash_mqtt_session.sh
+
+# Acks of persistent MQTT sessions (SUBACK, PUBREC) wait for their writes.
+TESTS += tests/crash/crash_mqtt_acks.sh
+EXTRA_DIST += tests/crash/crash_mqtt_acks.sh
