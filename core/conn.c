@@ -95,17 +95,28 @@ fin_cb(evutil_socket_t fd, short what, void *arg)
 		conn_finalize(fin_list);
 }
 
-/* The shared finalizer event, created on first use (on the daemon's
- * base; recreated if the base changed). */
+void
+conn_shutdown(void)
+{
+	while (fin_list != NULL)
+		conn_finalize(fin_list);
+	if (fin_ev != NULL)
+		event_free(fin_ev);
+	fin_ev = NULL;
+	fin_base = NULL;
+}
+
+/* The shared finalizer event, created on first use on the daemon's base.
+ * conn_shutdown() frees it before that base goes away. */
 static struct event *
 fin_event(void)
 {
 	struct event_base *base = daemon_base();
 
-	if (fin_ev != NULL && fin_base != base) {
-		event_free(fin_ev);
+	/* A base that changed without conn_shutdown is a bug: freeing the
+	 * old event would touch the freed base, so leak it instead. */
+	if (fin_ev != NULL && fin_base != base)
 		fin_ev = NULL;
-	}
 	if (fin_ev == NULL) {
 		fin_ev = event_new(base, -1, 0, fin_cb, NULL);
 		fin_base = base;

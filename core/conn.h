@@ -77,6 +77,10 @@ pmq_slot *conn_slot_open(pmq_conn *c);
 int conn_slot_send(pmq_slot *s, const void *data, size_t len);
 void conn_slot_close(pmq_slot *s);
 
+/* Finalize closed connections still waiting and free the shared
+ * finalizer event; call before the event base is freed. */
+void conn_shutdown(void);
+
 /* Counters for pmq_stats.  Bytes out are counted when they are queued on
  * the socket's output buffer (ordered sends once their slots close), not
  * when the kernel takes them: no per-connection evbuffer callback. */

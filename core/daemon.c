@@ -17,6 +17,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "conn.h"
 #include "daemon.h"
 #include "host.h"
 #include "listener.h"
@@ -227,6 +228,7 @@ teardown(struct run *r)
 	}
 	host_shutdown();
 	storage_io_run();
+	conn_shutdown();
 	if (r->storage.st != NULL)
 		r->storage.ops->destroy(r->storage.st);
 	storage_set(NULL);

@@ -129,6 +129,7 @@ teardown(void **state)
 
 	listener_close_all(&f->ln);
 	close(f->peer);
+	conn_shutdown();
 	event_base_free(f->base);
 	daemon_set_base(NULL);
 	free(f);
