@@ -21,3 +21,7 @@ endif
 # Disk full on a small tmpfs (skipped where mounting is not permitted).
 TESTS += tests/integration/file_diskfull.sh
 EXTRA_DIST += tests/integration/file_diskfull.sh
+
+# Disk full through the MQTT v5 and Kafka transports (same skips).
+TESTS += tests/integration/diskfull_protocols.sh
+EXTRA_DIST += tests/integration/diskfull_protocols.sh
