@@ -88,31 +88,7 @@ h_strerror(int err)
 	return names[-err];
 }
 
-/* ---- config helpers ---- */
-
-static int
-h_cfg_bool(const char *v, int *out)
-{
-	return util_parse_bool(v, out);
-}
-
-static int
-h_cfg_int(const char *v, int64_t min, int64_t max, int64_t *out)
-{
-	return util_parse_int(v, min, max, out);
-}
-
-static int
-h_cfg_size(const char *v, uint64_t *out)
-{
-	return util_parse_size(v, out);
-}
-
-static int
-h_cfg_duration(const char *v, int64_t *out)
-{
-	return util_parse_duration_ms(v, out);
-}
+/* ---- instances ---- */
 
 static const char *
 h_instance_name(pmq_instance *inst)
@@ -396,32 +372,6 @@ h_publish(pmq_client *origin, pmq_msg *m, unsigned flags, pmq_publish_fn done,
 	return PMQ_OK;
 }
 
-/* ---- messages ---- */
-
-static pmq_msg *
-h_msg_new(const struct pmq_msg_fields *f, int *err)
-{
-	return msg_new(f, err);
-}
-
-static void
-h_msg_fields(const pmq_msg *m, struct pmq_msg_fields *out)
-{
-	msg_fields(m, out);
-}
-
-static pmq_msg *
-h_msg_ref(pmq_msg *m)
-{
-	return msg_ref(m);
-}
-
-static void
-h_msg_unref(pmq_msg *m)
-{
-	msg_unref(m);
-}
-
 /* ---- counters ---- */
 
 static void
@@ -459,10 +409,10 @@ static const struct pmq_host_api api = {
 	.vlog = h_vlog,
 	.strerror = h_strerror,
 	.free = free,
-	.cfg_bool = h_cfg_bool,
-	.cfg_int = h_cfg_int,
-	.cfg_size = h_cfg_size,
-	.cfg_duration_ms = h_cfg_duration,
+	.cfg_bool = util_parse_bool,
+	.cfg_int = util_parse_int,
+	.cfg_size = util_parse_size,
+	.cfg_duration_ms = util_parse_duration_ms,
 	.instance_name = h_instance_name,
 	.data_dir = daemon_data_dir,
 	.now_ms = util_now_ms,
@@ -490,10 +440,10 @@ static const struct pmq_host_api api = {
 	.slot_open = conn_slot_open,
 	.slot_send = conn_slot_send,
 	.slot_close = conn_slot_close,
-	.msg_new = h_msg_new,
-	.msg_fields = h_msg_fields,
-	.msg_ref = h_msg_ref,
-	.msg_unref = h_msg_unref,
+	.msg_new = msg_new,
+	.msg_fields = msg_fields,
+	.msg_ref = msg_ref,
+	.msg_unref = msg_unref,
 	.client_new = h_client_new,
 	.client_free = h_client_free,
 	.subscribe = h_subscribe,

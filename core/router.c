@@ -438,12 +438,11 @@ router_client_free(struct router *r, struct pmq_client *cl)
 	if (cl == NULL)
 		return;
 	assert(!cl->dead);
-	/* r is NULL after host_shutdown freed the router (which already
-	 * dropped every subscription): a transport whose clients outlive
-	 * their connections (MQTT persistent sessions) frees them then. */
-	while (r != NULL && cl->subs != NULL)
+	/* The daemon destroys transports before the router, so clients that
+	 * outlive connections (MQTT sessions) are freed while r exists. */
+	while (cl->subs != NULL)
 		sub_remove(r, cl->subs);
-	if (r != NULL && r->busy > 0) {
+	if (r->busy > 0) {
 		/* The running publish's delivery list may name cl. */
 		cl->dead = 1;
 		cl->gc_next = r->gc_clients;
