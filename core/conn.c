@@ -51,10 +51,14 @@ static uint64_t bytes_in, bytes_out;
 static struct event *fin_ev;
 static struct event_base *fin_base;
 static struct pmq_conn *fin_list;
+/* The connection whose input the transport is handling right now: the
+ * publisher, when a delivery finds a subscriber's output full. */
+static struct pmq_conn *cur_input;
 
 static void conn_finalize(struct pmq_conn *c);
 static void conn_update_read(struct pmq_conn *c);
 static void conn_check_output(struct pmq_conn *c);
+static void unblock_all(struct pmq_conn *full);
 
 uint64_t
 conn_bytes_in(void)
@@ -154,19 +158,23 @@ conn_feed(struct pmq_conn *c)
 	struct listener *ln = c->ln;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
-	if (c->dead || c->closing || c->paused || c->above_hwm)
+	struct pmq_conn *outer = cur_input;
+
+	if (c->dead || c->closing || c->paused || c->above_hwm || c->blocked)
 		return;
 	if (evbuffer_get_length(in) == 0)
 		return;
 	c->in_input = 1;
+	cur_input = c;
 	ln->ops->conn_input(ln->inst.state, c->cs, c);
+	cur_input = outer;
 	c->in_input = 0;
 	if (c->dead || c->closing)
 		return;
 	conn_check_output(c);
 	/* A frame bigger than input_max can never be parsed: a transport
 	 * waiting for more of it would stall the connection forever. */
-	if (!c->paused && !c->above_hwm &&
+	if (!c->paused && !c->above_hwm && !c->blocked &&
 	    evbuffer_get_length(in) > c->input_max) {
 		logger_log(ln->inst.name, PMQ_LOG_WARN,
 		    "%s: %zu input bytes buffered, over input_max %llu: closing",
@@ -197,6 +205,46 @@ conn_maybe_finish_close(struct pmq_conn *c)
 	conn_abort(c, PMQ_CLOSE_PLUGIN);
 }
 
+/* Take c off the list of the connection it waits for. */
+static void
+blk_unlink(struct pmq_conn *c)
+{
+	struct pmq_conn **pp;
+
+	if (c->blocked_on == NULL)
+		return;
+	for (pp = &c->blocked_on->blockers; *pp != NULL; pp = &(*pp)->blk_next)
+		if (*pp == c) {
+			*pp = c->blk_next;
+			break;
+		}
+	c->blocked_on = NULL;
+	c->blk_next = NULL;
+}
+
+/* full drained or went away: every connection blocked on it reads again
+ * (on a fresh loop turn, through the read trigger, not re-entering their
+ * transport from inside this one's callback). */
+static void
+unblock_all(struct pmq_conn *full)
+{
+	struct pmq_conn *b;
+
+	while ((b = full->blockers) != NULL) {
+		full->blockers = b->blk_next;
+		b->blk_next = NULL;
+		b->blocked_on = NULL;
+		b->blocked = 0;
+		if (b->dead)
+			continue;
+		conn_update_read(b);
+		if (evbuffer_get_length(bufferevent_get_input(b->bev)) > 0)
+			bufferevent_trigger(b->bev, EV_READ,
+			    BEV_TRIG_IGNORE_WATERMARKS |
+			    BEV_TRIG_DEFER_CALLBACKS);
+	}
+}
+
 static void
 write_cb(struct bufferevent *bev, void *arg)
 {
@@ -210,6 +258,8 @@ write_cb(struct bufferevent *bev, void *arg)
 		conn_maybe_finish_close(c);
 		return;
 	}
+	if (c->blockers != NULL && len <= c->output_high_water / 2)
+		unblock_all(c);
 	if (c->above_hwm && len <= c->output_high_water / 2) {
 		c->above_hwm = 0;
 		if (ln->ops->conn_drained != NULL)
@@ -241,7 +291,7 @@ conn_update_read(struct pmq_conn *c)
 {
 	if (c->dead)
 		return;
-	if (c->paused || c->above_hwm || c->closing)
+	if (c->paused || c->above_hwm || c->closing || c->blocked)
 		bufferevent_disable(c->bev, EV_READ);
 	else
 		bufferevent_enable(c->bev, EV_READ);
@@ -329,6 +379,8 @@ conn_abort(struct pmq_conn *c, int reason)
 	c->dead = 1;
 	c->close_reason = reason;
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	blk_unlink(c);
+	unblock_all(c);
 	/* Slots the transport still holds stay allocated until it closes them;
 	 * closed ones are ours to free now. */
 	for (s = c->slots_head; s != NULL; s = next) {
@@ -670,4 +722,53 @@ conn_slot_close(pmq_slot *s)
 	s->closed = 1;
 	if (c->slots_head == s)
 		slots_flush(c);
+}
+
+int
+conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
+    void (*release)(void *), void *arg)
+{
+	struct ref_release *r;
+
+	if (s->conn == NULL || s->closed) {
+		if (release != NULL)
+			release(arg);
+		return PMQ_ERR_CLOSED;
+	}
+	r = malloc(sizeof *r);
+	if (r == NULL) {
+		if (release != NULL)
+			release(arg);
+		return PMQ_ERR_NOMEM;
+	}
+	r->release = release;
+	r->arg = arg;
+	if (evbuffer_add_reference(s->buf, data, len, ref_cleanup, r) != 0) {
+		ref_cleanup(data, len, r);
+		return PMQ_ERR_NOMEM;
+	}
+	return PMQ_OK;
+}
+
+/* Backpressure across connections: a publisher whose deliveries find a
+ * subscriber's output full stops reading until that output drains, so
+ * nothing is dropped and TCP slows the publisher (qos0_full = block). */
+int
+conn_block_input(pmq_conn *full)
+{
+	struct pmq_conn *b = cur_input;
+
+	if (b == NULL || b == full || b->dead || full->dead)
+		return 0;
+	if (evbuffer_get_length(bufferevent_get_output(full->bev)) <=
+	    full->output_high_water / 2)
+		return 0; /* write_cb would not fire to release it */
+	if (b->blocked)
+		return 1;
+	b->blocked = 1;
+	b->blocked_on = full;
+	b->blk_next = full->blockers;
+	full->blockers = b;
+	conn_update_read(b);
+	return 1;
 }

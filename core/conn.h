@@ -46,6 +46,12 @@ struct pmq_conn {
 	 * per-connection event cost ~150 bytes of every idle connection). */
 	struct pmq_conn *fin_prev, *fin_next;
 	unsigned on_fin_list : 1;
+	/* conn_block_input: this connection stopped reading until
+	 * blocked_on's output drains (blk_next links blocked_on's list). */
+	unsigned blocked : 1;
+	struct pmq_conn *blocked_on;
+	struct pmq_conn *blk_next;
+	struct pmq_conn *blockers; /* connections waiting for our output */
 };
 
 /* Wrap an accepted socket (takes ownership of fd) and tell the transport.
@@ -76,6 +82,9 @@ uint64_t conn_id(pmq_conn *c);
 pmq_slot *conn_slot_open(pmq_conn *c);
 int conn_slot_send(pmq_slot *s, const void *data, size_t len);
 void conn_slot_close(pmq_slot *s);
+int conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
+    void (*release)(void *), void *arg);
+int conn_block_input(pmq_conn *full);
 
 /* Finalize closed connections still waiting and free the shared
  * finalizer event; call before the event base is freed. */

@@ -395,6 +395,14 @@ h_stats(struct pmq_stats *out)
 	memcpy(out, &s, size < sizeof s ? size : sizeof s);
 }
 
+static int
+h_has_subscribers(const char *topic)
+{
+	if (router == NULL)
+		return 0;
+	return router_has_match(router, topic, topic != NULL ? strlen(topic) : 0);
+}
+
 static void
 h_stats_dropped(uint64_t n)
 {
@@ -470,6 +478,11 @@ static const struct pmq_host_api api = {
 	.delivery_hold = h_delivery_hold,
 	.hold_release = h_hold_release,
 	.conn_local = conn_local,
+	.has_subscribers = h_has_subscribers,
+	.slot_send_ref = conn_slot_send_ref,
+	.log_read_ref = storage_read_ref,
+	.log_read_unref = storage_read_unref,
+	.conn_block_input = conn_block_input,
 };
 
 const struct pmq_host_api *

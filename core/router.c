@@ -638,16 +638,16 @@ push(struct rscratch *sc, size_t *sp, struct rnode *n, size_t depth)
 
 /* Phase 1: collect every subscription and group whose filter matches. */
 static bool
-walk(struct router *r, struct rscratch *sc, const pmq_msg *m, size_t *ns,
-     size_t *nsh)
+walk(struct router *r, struct rscratch *sc, const char *topic,
+     size_t topic_len, size_t *ns, size_t *nsh)
 {
-	size_t nl = topic_count_levels(m->topic, m->topic_len), sp = 0;
-	bool dollar = m->topic[0] == '$';
+	size_t nl = topic_count_levels(topic, topic_len), sp = 0;
+	bool dollar = topic_len > 0 && topic[0] == '$';
 
 	if (util_grow(&sc->levels, &sc->levels_cap, nl, sizeof(sc->levels[0])) !=
 	    PMQ_OK)
 		return false;
-	topic_split(m->topic, m->topic_len, sc->levels);
+	topic_split(topic, topic_len, sc->levels);
 	if (!push(sc, &sp, r->root, 0))
 		return false;
 	while (sp > 0) {
@@ -691,7 +691,7 @@ router_publish(struct router *r, struct pmq_client *origin, pmq_msg *m,
 		log_error("%s: no memory to route %s", __func__, m->topic);
 		return 0;
 	}
-	if (!walk(r, sc, m, &ns, &nsh))
+	if (!walk(r, sc, m->topic, m->topic_len, &ns, &nsh))
 		log_error("%s: no memory to match %s; delivering %zu matches",
 		          __func__, m->topic, ns + nsh);
 	/* At most one delivery and one id per match: size once, up front. */
@@ -787,4 +787,23 @@ router_publish(struct router *r, struct pmq_client *origin, pmq_msg *m,
 		gc(r);
 	scratch_give(r, sc);
 	return count;
+}
+
+bool
+router_has_match(struct router *r, const char *topic, size_t len)
+{
+	struct rscratch *sc;
+	size_t ns = 0, nsh = 0;
+	bool ok;
+
+	if (r->n_subs == 0)
+		return false;
+	if (topic == NULL)
+		return true;
+	sc = scratch_take(r);
+	if (sc == NULL)
+		return true; /* cannot tell: let the caller route */
+	ok = walk(r, sc, topic, len, &ns, &nsh);
+	scratch_give(r, sc);
+	return !ok || ns + nsh > 0;
 }

@@ -16,6 +16,7 @@
 #ifndef PMQ_CORE_ROUTER_H
 #define PMQ_CORE_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,6 +105,11 @@ typedef void (*router_deliver_fn)(void *ctx, struct pmq_client *cl,
  */
 size_t router_publish(struct router *r, struct pmq_client *origin,
                       pmq_msg *m, router_deliver_fn fn, void *ctx);
+
+/* True when a publish on topic (len bytes; NULL = any topic) would match
+ * at least one subscription now; also true when it cannot tell (no
+ * memory), so callers only ever skip work that has no reader. */
+bool router_has_match(struct router *r, const char *topic, size_t len);
 
 /* Live subscriptions (shared members included). */
 size_t router_count(const struct router *r);

@@ -33,6 +33,17 @@ static int q_closed;
 static atomic_size_t q_pending;
 static struct storage *active;
 
+/* A finished read's buffer kept past its callback (log_read_ref), so a
+ * transport can send the stored bytes by reference instead of copying. */
+struct read_ref {
+	void *data;
+	void (*free_fn)(void *);
+	unsigned refs;
+};
+/* The completion running now, and its read_ref once one was taken. */
+static struct pmq_io *cur_io;
+static struct read_ref *cur_ref;
+
 static void
 queue_push(struct pmq_io *io)
 {
@@ -67,11 +78,20 @@ storage_io_run(void)
 		if (io->post_fn != NULL)
 			io->post_fn(io->arg);
 		else {
+			struct pmq_io *outer_io = cur_io;
+			struct read_ref *outer_ref = cur_ref;
+
+			cur_io = io;
+			cur_ref = NULL;
 			if (io->fn != NULL)
 				io->fn(io->arg, io->status, io->value, io->data,
 				    io->len);
-			if (io->free_fn != NULL)
+			if (cur_ref != NULL)
+				storage_read_unref(cur_ref); /* the callback's */
+			else if (io->free_fn != NULL)
 				io->free_fn(io->data);
+			cur_io = outer_io;
+			cur_ref = outer_ref;
 			atomic_fetch_sub(&q_pending, 1);
 		}
 		free(io);
@@ -176,4 +196,37 @@ void
 storage_set(struct storage *s)
 {
 	active = s;
+}
+
+void *
+storage_read_ref(const void *data)
+{
+	const char *p = data, *base;
+
+	if (cur_io == NULL || cur_io->data == NULL || cur_io->free_fn == NULL)
+		return NULL;
+	base = cur_io->data;
+	if (p < base || p > base + cur_io->len)
+		return NULL;
+	if (cur_ref == NULL) {
+		cur_ref = malloc(sizeof *cur_ref);
+		if (cur_ref == NULL)
+			return NULL;
+		cur_ref->data = cur_io->data;
+		cur_ref->free_fn = cur_io->free_fn;
+		cur_ref->refs = 1; /* dropped when the callback returns */
+	}
+	cur_ref->refs++;
+	return cur_ref;
+}
+
+void
+storage_read_unref(void *ref)
+{
+	struct read_ref *r = ref;
+
+	if (r == NULL || --r->refs > 0)
+		return;
+	r->free_fn(r->data);
+	free(r);
 }

@@ -46,6 +46,14 @@ size_t storage_io_run(void);
 /* Operations submitted whose completion has not run yet. */
 size_t storage_io_pending(void);
 
+/* Inside a completion that carries data (a read): keep the buffer that
+ * data points into alive past the callback.  Returns a reference for
+ * storage_read_unref, or NULL when data is not in that buffer, the
+ * storage lent it (no free function), or no memory: then copy.  Loop
+ * thread only, like the release. */
+void *storage_read_ref(const void *data);
+void storage_read_unref(void *ref);
+
 /* The active storage (NULL before one is set). */
 struct storage *storage_get(void);
 void storage_set(struct storage *s);

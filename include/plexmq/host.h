@@ -308,7 +308,34 @@ struct pmq_host_api {
 	 * address; owned by the host, lives with the conn. */
 	const char *(*conn_local)(pmq_conn *c);
 
-	/* 1.1+: append only. */
+	/* ---- 1.1 ---- */
+
+	/* True when a publish on topic would reach at least one live
+	 * subscriber now (NULL: any topic at all).  Lets a transport skip
+	 * building messages nobody receives; may say true when unsure. */
+	int (*has_subscribers)(const char *topic);
+	/* slot_send without copying: release(arg) runs once the bytes are
+	 * written or dropped, also when this call fails. */
+	int (*slot_send_ref)(pmq_slot *s, const void *data, size_t len,
+	                     void (*release)(void *arg), void *arg);
+	/* Only inside a pmq_read_fn callback, with data pointing into the
+	 * bytes it was given: keep those bytes alive after the callback
+	 * returns.  Returns a reference to pass to log_read_unref (loop
+	 * thread), e.g. as slot_send_ref's release; NULL when they cannot be
+	 * kept (then copy them). */
+	void *(*log_read_ref)(const void *data);
+	void (*log_read_unref)(void *ref);
+	/* From a deliver op that found the subscriber's connection full
+	 * (conn_output_full): stop reading the connection whose input is
+	 * being handled now, the publisher, until full's output drains
+	 * below half its high-water mark or full closes.  The publisher's
+	 * transport is not told; its socket simply is not read (TCP slows
+	 * the peer).  Returns 1 when a connection was blocked, 0 when the
+	 * publish did not come from a connection's input or full's output
+	 * is already draining (then the caller applies its own policy). */
+	int (*conn_block_input)(pmq_conn *full);
+
+	/* 1.2+: append only. */
 };
 
 #ifdef __cplusplus

@@ -18,12 +18,16 @@
  *   1.0  (2026-11)  First frozen ABI: descriptor, host API table, transport
  *                   and storage ops tables, messages, subscriptions, logs,
  *                   key-value state, in-order reply slots.
+ *   1.1  (2026-11)  Host API: has_subscribers, slot_send_ref,
+ *                   log_read_ref/log_read_unref (send stored bytes by
+ *                   reference), conn_block_input (a publisher waits for a
+ *                   full subscriber instead of its messages being dropped).
  */
 #ifndef PLEXMQ_VERSION_H
 #define PLEXMQ_VERSION_H
 
 #define PMQ_ABI_MAJOR 1
-#define PMQ_ABI_MINOR 0
+#define PMQ_ABI_MINOR 1
 
 /* "PMQP" in ASCII; the first word of every plugin descriptor. */
 #define PMQ_PLUGIN_MAGIC 0x504d5150u
