@@ -90,6 +90,31 @@ read_cb(void *arg, int status, const void *data, size_t len,
 	r->offs = *offs;
 }
 
+/* Keeps the read's bytes past the callback (host log_read_ref). */
+struct kept {
+	int called;
+	const void *data;
+	size_t len;
+	void *ref, *ref2, *outside;
+};
+
+static void
+keep_cb(void *arg, int status, const void *data, size_t len,
+    const struct pmq_log_offsets *offs)
+{
+	struct kept *k = arg;
+	static const char elsewhere[4];
+
+	(void)offs;
+	k->called++;
+	assert_int_equal(status, PMQ_OK);
+	k->data = data;
+	k->len = len;
+	k->ref = storage_read_ref(data);
+	k->ref2 = storage_read_ref((const char *)data + len / 2);
+	k->outside = storage_read_ref(elsewhere);
+}
+
 static void
 offset_cb(void *arg, int status, int64_t offset)
 {
@@ -388,6 +413,41 @@ test_corrupt_batch(void **state)
 	RUN_UNTIL(storage_io_pending() == 0);
 	assert_int_equal(r.called, 0);
 	free(b);
+	teardown(NULL);
+}
+
+/* log_read_ref: the buffer outlives the callback until the last unref
+ * (ASan in the sanitizer build catches an early free or a leak). */
+static void
+test_read_ref(void **state)
+{
+	struct kept k = {0};
+	struct res r = {0};
+	void *copy;
+
+	(void)state;
+	start(NULL, 0, NULL);
+	create("t", 1, -1, -1);
+	assert_int_equal(append_wait("t", 0, 3, 0), 0);
+	assert_null(storage_read_ref(&k)); /* not inside a read callback */
+	assert_int_equal(logs_read("t", 0, 0, 1 << 20, keep_cb, &k), PMQ_OK);
+	RUN_UNTIL(k.called);
+	assert_non_null(k.ref);
+	assert_ptr_equal(k.ref, k.ref2);
+	assert_null(k.outside);
+	/* Still readable after the callback returned. */
+	copy = malloc(k.len);
+	assert_non_null(copy);
+	memcpy(copy, k.data, k.len);
+	assert_int_equal(batch_validate(copy, k.len, NULL), PMQ_OK);
+	storage_read_unref(k.ref);
+	assert_int_equal(batch_validate(k.data, k.len, NULL), PMQ_OK);
+	storage_read_unref(k.ref2);
+	free(copy);
+	/* A later read without refs still frees as before. */
+	assert_int_equal(logs_read("t", 0, 0, 1 << 20, read_cb, &r), PMQ_OK);
+	RUN_UNTIL(r.called);
+	assert_int_equal(r.status, PMQ_OK);
 	teardown(NULL);
 }
 
@@ -1005,6 +1065,7 @@ main(void)
 	    cmocka_unit_test(test_restart_keeps_topics),
 	    cmocka_unit_test(test_rules),
 	    cmocka_unit_test(test_retention_bytes),
+	    cmocka_unit_test(test_read_ref),
 	    cmocka_unit_test(test_retention_time),
 	    cmocka_unit_test(test_failed_append),
 	    cmocka_unit_test(test_failed_append_resync),

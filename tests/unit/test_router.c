@@ -251,6 +251,34 @@ test_merge_overlapping(void **state)
 	free(l.v);
 }
 
+/* has_subscribers: wildcards, shared groups, $-topics and NULL (any). */
+static void
+test_has_match(void **state)
+{
+	struct router *r = router_new();
+	struct pmq_client *a = router_client_new(r, NULL, "a", NULL);
+	struct pmq_sub_opts o = opts(1, 0);
+
+	(void)state;
+	assert_false(router_has_match(r, NULL, 0));
+	assert_false(router_has_match(r, "a/b", 3));
+	router_subscribe(r, a, "a/+/c", &o);
+	assert_true(router_has_match(r, NULL, 0));
+	assert_true(router_has_match(r, "a/b/c", 5));
+	assert_false(router_has_match(r, "a/b", 3));
+	assert_false(router_has_match(r, "a/b/c/d", 7));
+	router_subscribe(r, a, "#", &o);
+	assert_true(router_has_match(r, "x", 1));
+	assert_false(router_has_match(r, "$SYS/x", 6)); /* MQTT 4.7.2 */
+	router_unsubscribe(r, a, "#", NULL);
+	o.share_group = "g";
+	router_subscribe(r, a, "q", &o);
+	assert_true(router_has_match(r, "q", 1));
+	router_client_free(r, a);
+	assert_false(router_has_match(r, NULL, 0));
+	router_free(r);
+}
+
 static void
 test_no_local(void **state)
 {
@@ -962,6 +990,7 @@ main(void)
 		cmocka_unit_test(test_wildcards),
 		cmocka_unit_test(test_dollar_topics),
 		cmocka_unit_test(test_merge_overlapping),
+		cmocka_unit_test(test_has_match),
 		cmocka_unit_test(test_no_local),
 		cmocka_unit_test(test_retain_as_published),
 		cmocka_unit_test(test_unsubscribe_replace_free),
