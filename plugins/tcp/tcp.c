@@ -70,6 +70,7 @@ struct tcp_listener {
 	pmq_instance *inst;
 	size_t max_line;      /* longest command line, without its "\n" */
 	uint64_t max_payload; /* largest PUB payload */
+	int slow_block;       /* slow_subscriber = block (else drop) */
 };
 
 /*
@@ -712,6 +713,7 @@ tcp_create(pmq_instance *inst)
 	l->inst = inst;
 	l->max_line = TCP_MAX_LINE_DEFAULT;
 	l->max_payload = TCP_MAX_PAYLOAD_DEFAULT;
+	l->slow_block = 1;
 	return l;
 }
 
@@ -741,6 +743,19 @@ tcp_configure(void *st, const char *key, const char *value, char *err,
 			return PMQ_ERR_CONFIG;
 		}
 		l->max_payload = size;
+		return PMQ_OK;
+	}
+	if (strcmp(key, "slow_subscriber") == 0) {
+		if (strcmp(value, "block") == 0)
+			l->slow_block = 1;
+		else if (strcmp(value, "drop") == 0)
+			l->slow_block = 0;
+		else {
+			snprintf(err, err_len,
+			         "slow_subscriber: want block or drop, got '%s'",
+			         value);
+			return PMQ_ERR_CONFIG;
+		}
 		return PMQ_OK;
 	}
 	return PMQ_ERR_NOTFOUND;
@@ -825,8 +840,24 @@ tcp_msg_release(void *arg)
 	api->msg_unref(arg);
 }
 
-/* MSG <topic> <nbytes>\n<payload>\n, at most once: a subscriber whose
- * output is over the high-water mark loses the message (counted). */
+/* A subscriber's output is over its high-water mark.  With
+ * slow_subscriber = block, the publisher whose input is being handled
+ * stops reading until this output drains (ABI 1.1), and the message is
+ * still queued: nothing is lost and TCP slows the publisher.  The output
+ * overshoots the mark by at most what that publisher had already read.
+ * Returns 1 to drop the message instead (drop policy, or a publish that
+ * did not come from a connection's input, or a 1.0 host). */
+static int
+tcp_full_drop(struct tcp_conn *tc)
+{
+	if (!tc->l->slow_block ||
+	    !PMQ_HAS(api, struct pmq_host_api, conn_block_input))
+		return 1;
+	return api->conn_block_input(tc->c) ? 0 : 1;
+}
+
+/* MSG <topic> <nbytes>\n<payload>\n; see tcp_full_drop for a subscriber
+ * that does not keep up. */
 static void
 tcp_deliver(void *st, void *udata, pmq_msg *m, const struct pmq_delivery *d)
 {
@@ -839,8 +870,8 @@ tcp_deliver(void *st, void *udata, pmq_msg *m, const struct pmq_delivery *d)
 	(void)d;
 	assert(tc->c != NULL);
 	api->msg_fields(m, &f);
-	if (tc->closing || api->conn_output_full(tc->c) ||
-	    !tcp_line_safe(f.topic, f.topic_len)) {
+	if (tc->closing || !tcp_line_safe(f.topic, f.topic_len) ||
+	    (api->conn_output_full(tc->c) && tcp_full_drop(tc))) {
 		api->stats_dropped(1);
 		return;
 	}
