@@ -56,6 +56,10 @@ struct bench_cfg {
 	int batch_bytes;    /* batch.size */
 	int group;          /* consumers in one group (share the partitions) */
 	int sequential;     /* produce everything, then consume from the start */
+	int consume_only;   /* no producers: read a log filled by an earlier
+	                     * run (--topic) from the start, expecting --count
+	                     * messages from --producers producers */
+	char topic[64];     /* fixed topic name; "" = one per run */
 	char run_id[32];    /* makes topic names unique per run */
 };
 

@@ -8,7 +8,10 @@
  * Consumers: without a group each assigns every partition from the start;
  * with --group they subscribe in one group and split the partitions.
  * --sequential produces everything first and then consumes the log, which
- * measures reading a log rather than live delivery.
+ * measures reading a log rather than live delivery.  --consume-only
+ * skips the producers and reads a log an earlier run filled (--topic,
+ * --count, --producers say what is in it): after a broker restart with
+ * the page cache dropped, that is a cold-log read.
  */
 #include "bench.h"
 
@@ -343,7 +346,10 @@ kafka_run(const struct bench_cfg *c, struct bench_result *res)
 	memset(&x, 0, sizeof(x));
 	x.c = c;
 	snprintf(x.brokers, sizeof(x.brokers), "%s:%d", c->host, c->port);
-	snprintf(x.topic, sizeof(x.topic), "pbench-%s", c->run_id);
+	if (c->topic[0])
+		snprintf(x.topic, sizeof(x.topic), "%s", c->topic);
+	else
+		snprintf(x.topic, sizeof(x.topic), "pbench-%s", c->run_id);
 	if (!ps || !cs || !trs)
 		goto out;
 	if (c->topics > 1)
@@ -360,7 +366,7 @@ kafka_run(const struct bench_cfg *c, struct bench_result *res)
 	}
 	/* Live delivery: consumers first, and (with a group) assigned,
 	 * before the first message leaves. */
-	if (!c->sequential) {
+	if (!c->sequential && !c->consume_only) {
 		for (; started_c < c->consumers; started_c++)
 			if (pthread_create(&cs[started_c].th, NULL, cons_main,
 			    &cs[started_c]) != 0)
@@ -374,6 +380,11 @@ kafka_run(const struct bench_cfg *c, struct bench_result *res)
 			struct timespec ts = { 0, 100000000 };
 			nanosleep(&ts, NULL);
 		}
+	}
+	if (c->consume_only) {
+		/* What the filling run wrote. */
+		total = c->count;
+		goto consume;
 	}
 	for (int i = 0; i < c->producers; i++) {
 		ps[i].x = &x;
@@ -405,8 +416,9 @@ kafka_run(const struct bench_cfg *c, struct bench_result *res)
 		if (ps[i].err[0] && !res->error[0])
 			snprintf(res->error, sizeof(res->error), "producer: %s", ps[i].err);
 	}
+consume:
 	atomic_store(&x.expect, total);
-	if (c->sequential) {
+	if (c->sequential || c->consume_only) {
 		cons_start = now_ns();
 		for (; started_c < c->consumers; started_c++)
 			if (pthread_create(&cs[started_c].th, NULL, cons_main,
@@ -444,6 +456,18 @@ kafka_run(const struct bench_cfg *c, struct bench_result *res)
 			snprintf(res->error, sizeof(res->error), "consumer: %s", cs[i].err);
 	}
 	result_from_trackers(res, trs, c->consumers, total, c->group);
+	if (c->consume_only) {
+		/* A read rate: from the first record delivered, so the
+		 * client's start-up (bootstrap, metadata, ListOffsets, about
+		 * 0.5 s in librdkafka) does not count as reading time. */
+		uint64_t first = 0;
+
+		for (int i = 0; i < c->consumers; i++)
+			if (cs[i].tr.first_ns && (!first || cs[i].tr.first_ns < first))
+				first = cs[i].tr.first_ns;
+		if (first)
+			cons_start = first;
+	}
 	if (!cons_start)
 		cons_start = x.start_ns;
 	res->recv_secs = last > cons_start ? (double)(last - cons_start) / 1e9 : 0;

@@ -18,6 +18,8 @@ EXTRA_DIST += bench/run-suite.sh bench/report.py bench/profile.md docs/benchmark
 
 # The standard suite: starts its own plexmqd and mosquitto on free loopback
 # ports and rewrites docs/benchmarks.md (takes about 10 minutes).
+# `make bench ONLY="coldread durable"` re-runs some workloads and writes a
+# partial report to /tmp instead (see bench/run-suite.sh).
 bench: all
 	BUILDDIR='$(abs_top_builddir)' sh $(srcdir)/bench/run-suite.sh
 .PHONY: bench

@@ -60,6 +60,11 @@ usage(FILE *f)
 "      --acks 0|1|all (1)  --linger-ms N (5)  --batch-msgs N  --batch-bytes N\n"
 "      --group           consumers share one group\n"
 "      --sequential      produce everything, then consume from the start\n"
+"      --topic NAME      use this topic instead of a fresh one per run\n"
+"      --consume-only    produce nothing: read --topic from the start and\n"
+"                        expect --count messages written by an earlier run\n"
+"                        with as many --producers (a cold-log read);\n"
+"                        msgs/s counts from the first record delivered\n"
 "measuring and output:\n"
 "      --broker-pid PID  broker CPU time and peak RSS from /proc/PID\n"
 "      --label TEXT      row name            --csv FILE / --json FILE (appended)\n"
@@ -123,6 +128,13 @@ run_one(struct bench_cfg *c, struct bench_result *r)
 	atomic_store(&g_stop, 0);
 	if (c->broker_pid > 0 && proc_cpu(c->broker_pid, &b0) < 0) {
 		snprintf(r->error, sizeof(r->error), "no process %ld", c->broker_pid);
+		r->failed = 1;
+		return -1;
+	}
+	/* Checked per run: --compare may mix kafka and other targets. */
+	if ((c->consume_only || c->topic[0]) && c->proto != PROTO_KAFKA) {
+		snprintf(r->error, sizeof(r->error),
+		    "--topic and --consume-only need a kafka URL");
 		r->failed = 1;
 		return -1;
 	}
@@ -526,7 +538,7 @@ main(int argc, char **argv)
 {
 	enum { O_TOPICS = 256, O_DRAIN, O_IDLE, O_ACKS, O_LINGER, O_BMSGS,
 		O_BBYTES, O_GROUP, O_SEQ, O_PID, O_LABEL, O_CSV, O_JSON, O_QUIET,
-		O_COMPARE, O_TARGET, O_ROUNDS, O_OUT, O_URL };
+		O_COMPARE, O_TARGET, O_ROUNDS, O_OUT, O_URL, O_TOPIC, O_CONLY };
 	static const struct option opts[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "producers", required_argument, NULL, 'p' },
@@ -546,6 +558,8 @@ main(int argc, char **argv)
 		{ "batch-bytes", required_argument, NULL, O_BBYTES },
 		{ "group", no_argument, NULL, O_GROUP },
 		{ "sequential", no_argument, NULL, O_SEQ },
+		{ "topic", required_argument, NULL, O_TOPIC },
+		{ "consume-only", no_argument, NULL, O_CONLY },
 		{ "broker-pid", required_argument, NULL, O_PID },
 		{ "label", required_argument, NULL, O_LABEL },
 		{ "csv", required_argument, NULL, O_CSV },
@@ -592,6 +606,15 @@ main(int argc, char **argv)
 		case O_BBYTES: c.batch_bytes = (int)strtol(optarg, &end, 10); break;
 		case O_GROUP: c.group = 1; break;
 		case O_SEQ: c.sequential = 1; break;
+		case O_TOPIC:
+			if (!optarg[0] || strlen(optarg) >= sizeof(c.topic)) {
+				fprintf(stderr, "plexmq-bench: --topic: 1..%zu bytes\n",
+				    sizeof(c.topic) - 1);
+				return 2;
+			}
+			snprintf(c.topic, sizeof(c.topic), "%s", optarg);
+			break;
+		case O_CONLY: c.consume_only = 1; break;
 		case O_PID: c.broker_pid = strtol(optarg, &end, 10); break;
 		case O_LABEL: snprintf(c.label, sizeof(c.label), "%s", optarg); break;
 		case O_CSV: csv = optarg; break;
@@ -623,6 +646,12 @@ main(int argc, char **argv)
 	    c.duration <= 0 || c.drain <= 0 || rounds < 1 ||
 	    rounds > MAX_ROUNDS || c.idle_conns < 0 || c.acks < -1 || c.acks > 1) {
 		fprintf(stderr, "plexmq-bench: a value is out of range (see --help)\n");
+		return 2;
+	}
+	/* Reading an earlier run's log needs to know what is in it. */
+	if (c.consume_only && (!c.topic[0] || !c.count || c.consumers < 1)) {
+		fprintf(stderr, "plexmq-bench: --consume-only needs --topic, "
+		    "--count and at least one consumer\n");
 		return 2;
 	}
 	if (do_compare) {

@@ -3,7 +3,8 @@
 # plexmq-bench (not a benchmark): 2 s at a low rate against a private
 # plexmqd over MQTT QoS 0/1/2, the tcp protocol and the Kafka protocol;
 # each run must deliver everything, with no duplicate (plexmq-bench exits
-# non-zero otherwise).
+# non-zero otherwise).  Then the two halves of the suite's coldread
+# workload: fill a named topic, and read it back with --consume-only.
 . "$top_srcdir/tests/integration/lib.sh"
 pmq_init bench_smoke
 BENCH="$top_builddir/bench/plexmq-bench"
@@ -39,4 +40,10 @@ common="-d 2 -r 500 --drain 3 --quiet --broker-pid $PMQ_PID"
     pmq_fail "tcp run lost or duplicated messages"
 "$BENCH" --url "kafka://127.0.0.1:$kport" -p 1 -c 1 --acks 1 --linger-ms 1 $common ||
     pmq_fail "kafka run lost or duplicated messages"
+"$BENCH" --url "kafka://127.0.0.1:$kport" --topic smoke-fill -p 2 -c 0 -n 400 \
+    -s 2048 --quiet --broker-pid "$PMQ_PID" ||
+    pmq_fail "kafka fill of a named topic failed"
+"$BENCH" --url "kafka://127.0.0.1:$kport" --topic smoke-fill --consume-only \
+    -p 2 -c 1 -n 400 -s 2048 --drain 3 --quiet --broker-pid "$PMQ_PID" ||
+    pmq_fail "--consume-only did not read back all 400 messages once"
 pmq_pass
