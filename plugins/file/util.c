@@ -18,8 +18,11 @@
 #include "file.h"
 
 /* Slicing-by-8 tables, built once on first use (pthread_once: the writer
- * threads of several stores may race to it). */
+ * threads of several stores may race to it), and whether the CPU has
+ * SSE4.2's crc32 instruction.  The core has its own copy (core/batch.c):
+ * a plugin links against nothing of the daemon's. */
 static uint32_t crc_tab[8][256];
+static int crc_hw;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
@@ -36,13 +39,39 @@ static void crc_init(void)
 		for (j = 1; j < 8; j++)
 			crc_tab[j][i] = (crc_tab[j - 1][i] >> 8) ^
 			                crc_tab[0][crc_tab[j - 1][i] & 0xff];
+#if defined(__x86_64__) && defined(__GNUC__)
+	__builtin_cpu_init();
+	crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The crc32 instruction is CRC-32C itself: a cold read checks every byte
+ * it returns, and the tables cost about a third of the read path's CPU. */
+__attribute__((target("sse4.2"))) static uint32_t
+crc_sse42(uint32_t crc, const unsigned char *p, size_t len)
+{
+	uint64_t c = ~crc, w;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		memcpy(&w, p, 8); /* little-endian, as the CRC consumes bytes */
+		c = __builtin_ia32_crc32di(c, w);
+	}
+	while (len-- > 0)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	return ~(uint32_t)c;
+}
+#endif
 
 uint32_t fs_crc32c(uint32_t crc, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
 	pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (crc_hw)
+		return crc_sse42(crc, p, len);
+#endif
 	crc = ~crc;
 	while (len >= 8) {
 		uint32_t a = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 |
