@@ -7,6 +7,8 @@
  *   evclient.c  libevent clients: MQTT 3.1.1/5 (QoS 0/1/2) and tcp protocol,
  *               every producer and consumer on one loop thread
  *   kafka.c     librdkafka producers and consumers (one thread each)
+ *   mosq.c      the same MQTT workload through libmosquitto (--client
+ *               mosquitto), to cross-check evclient.c
  *
  * Every message carries a 24-byte header at the front of its payload:
  * magic, producer id, sequence number and the SCHEDULED send time
@@ -36,6 +38,7 @@ struct bench_cfg {
 	char host[64];
 	int port;
 	int mqtt_version; /* 4 (3.1.1) or 5 */
+	int client_mosq;  /* MQTT through libmosquitto (mosq.c), not evclient */
 	long broker_pid;  /* 0: no broker CPU/RSS */
 	char label[64];
 	/* workload */
@@ -130,5 +133,7 @@ void result_from_trackers(struct bench_result *r, struct tracker *t, int n,
 int evclient_run(const struct bench_cfg *c, struct bench_result *r);
 int evclient_idle(const struct bench_cfg *c, struct bench_result *r);
 int kafka_run(const struct bench_cfg *c, struct bench_result *r);
+/* mosq.c, when built with libmosquitto (HAVE_LIBMOSQUITTO) */
+int mosq_run(const struct bench_cfg *c, struct bench_result *r);
 
 #endif

@@ -13,6 +13,7 @@
  * chart.svg with the medians into --out.
  */
 #include "bench.h"
+#include "pmq_build.h" /* HAVE_LIBMOSQUITTO */
 
 #include <errno.h>
 #include <getopt.h>
@@ -56,6 +57,8 @@ usage(FILE *f)
 "      --drain SECS      give up after SECS without a delivery (3)\n"
 "      --idle-conns N    instead: connect N idle MQTT clients, report\n"
 "                        the broker's RSS per connection\n"
+"      --client ev|mosquitto  MQTT client: our libevent one (ev, default)\n"
+"                        or libmosquitto, to cross-check it (slower)\n"
 "kafka:\n"
 "      --acks 0|1|all (1)  --linger-ms N (5)  --batch-msgs N  --batch-bytes N\n"
 "      --group           consumers share one group\n"
@@ -144,6 +147,8 @@ run_one(struct bench_cfg *c, struct bench_result *r)
 		rc = evclient_idle(c, r);
 	else if (c->proto == PROTO_KAFKA)
 		rc = kafka_run(c, r);
+	else if (c->proto == PROTO_MQTT && c->client_mosq)
+		rc = mosq_run(c, r);
 	else
 		rc = evclient_run(c, r);
 	sampler_stop(s, c->idle_conns > 0 ? NULL : &r->broker_rss_peak_kb);
@@ -538,7 +543,8 @@ main(int argc, char **argv)
 {
 	enum { O_TOPICS = 256, O_DRAIN, O_IDLE, O_ACKS, O_LINGER, O_BMSGS,
 		O_BBYTES, O_GROUP, O_SEQ, O_PID, O_LABEL, O_CSV, O_JSON, O_QUIET,
-		O_COMPARE, O_TARGET, O_ROUNDS, O_OUT, O_URL, O_TOPIC, O_CONLY };
+		O_COMPARE, O_TARGET, O_ROUNDS, O_OUT, O_URL, O_TOPIC, O_CONLY,
+		O_CLIENT };
 	static const struct option opts[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "producers", required_argument, NULL, 'p' },
@@ -560,6 +566,7 @@ main(int argc, char **argv)
 		{ "sequential", no_argument, NULL, O_SEQ },
 		{ "topic", required_argument, NULL, O_TOPIC },
 		{ "consume-only", no_argument, NULL, O_CONLY },
+		{ "client", required_argument, NULL, O_CLIENT },
 		{ "broker-pid", required_argument, NULL, O_PID },
 		{ "label", required_argument, NULL, O_LABEL },
 		{ "csv", required_argument, NULL, O_CSV },
@@ -615,6 +622,22 @@ main(int argc, char **argv)
 			snprintf(c.topic, sizeof(c.topic), "%s", optarg);
 			break;
 		case O_CONLY: c.consume_only = 1; break;
+		case O_CLIENT:
+			if (strcmp(optarg, "mosquitto") == 0) {
+#ifdef HAVE_LIBMOSQUITTO
+				c.client_mosq = 1;
+#else
+				fprintf(stderr, "plexmq-bench: built without "
+				    "libmosquitto (apt-get install "
+				    "libmosquitto-dev, then configure again)\n");
+				return 2;
+#endif
+			} else if (strcmp(optarg, "ev") != 0) {
+				fprintf(stderr, "plexmq-bench: --client ev or "
+				    "mosquitto\n");
+				return 2;
+			}
+			break;
 		case O_PID: c.broker_pid = strtol(optarg, &end, 10); break;
 		case O_LABEL: snprintf(c.label, sizeof(c.label), "%s", optarg); break;
 		case O_CSV: csv = optarg; break;

@@ -11,8 +11,8 @@ import csv, json, os, platform, statistics, subprocess, sys, time
 
 work, out, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
 only = set(sys.argv[4].split()) if len(sys.argv) > 4 else set()
-ALL = ("fanin fanout qos1 qos1big latency kprod kcons proto idle durable "
-       "coldread").split()
+ALL = ("fanin fanout qos1 qos1big latency kprod kcons proto xcheck idle "
+       "durable coldread").split()
 NOT_RUN = "not run in this pass"
 
 
@@ -211,6 +211,37 @@ if ran("proto"):
       "(MQTT, tcp; librdkafka batches instead), 20,000 msg/s, 100 B.")
     w("")
 table("proto", "Protocols side by side at 20,000 msg/s", True)
+
+# Our MQTT client against libmosquitto, same brokers, same fixed rate: if
+# both see the same loss, order and similar latency, the MQTT numbers
+# above are the brokers', not our client's.
+w("### Cross-check: our MQTT client vs libmosquitto")
+w("")
+if ran("xcheck"):
+    ev, lm = load("xcheck"), load("xcheckmosq")
+    if ev and lm:
+        w("QoS 1, 2 producers to 2 consumers, window 20, 5,000 msg/s in all, 100 B; "
+          "each row is one client against one broker (medians).")
+        w("")
+        w("| broker | client | msgs/s | lost | dup | reord | p50 ms | p99 ms | broker CPU us/msg | tool CPU s |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for tgt in ("plexmqd", "mosquitto"):
+            for cname, rows in (("plexmq-bench (libevent)", ev),
+                                ("libmosquitto", lm)):
+                rs = rows.get(tgt)
+                if not rs:
+                    continue
+                w("| %s | %s | %.0f | %.0f | %.0f | %.0f | %.3f | %.3f | %.3f | %.2f |" % (
+                    tgt, cname, med(rs, "msgs_s"), med(rs, "lost"),
+                    med(rs, "dups"), med(rs, "reorders"), med(rs, "p50_ms"),
+                    med(rs, "p99_ms"), med(rs, "broker_cpu_us_msg"),
+                    med(rs, "self_cpu_s")))
+    else:
+        w("(not measured: plexmq-bench was built without libmosquitto, "
+          "or a run failed)")
+else:
+    w("(%s)" % NOT_RUN)
+w("")
 
 
 def fio_bw(name, rw):

@@ -15,7 +15,8 @@
 # Environment: BUILDDIR (default build/), ROUNDS (3), OUT (the report),
 # KEEP=1 keeps the work directory (logs, per-workload reports and SVGs),
 # ONLY="NAME ..." runs only the named workloads (space-separated) out of:
-#   fanin fanout qos1 qos1big latency kprod kcons proto idle durable coldread
+#   fanin fanout qos1 qos1big latency kprod kcons proto xcheck idle durable
+#   coldread
 # A pass with ONLY writes a partial report: its tables and targets are the
 # workloads that ran, every other one says "not run in this pass" (a
 # partial report never mixes in numbers of an earlier run).  So that a
@@ -31,7 +32,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 B=${BUILDDIR:-$top/build}
 BENCH="$B/bench/plexmq-bench"
 ROUNDS=${ROUNDS:-3}
-ALL="fanin fanout qos1 qos1big latency kprod kcons proto idle durable coldread"
+ALL="fanin fanout qos1 qos1big latency kprod kcons proto xcheck idle durable coldread"
 ONLY=$(echo ${ONLY:-} | tr -s ' ') # word splitting trims and joins
 for n in $ONLY; do
 	case " $ALL " in
@@ -167,7 +168,7 @@ cmp() {
 }
 
 R="--rounds $ROUNDS"
-if want fanin fanout qos1 qos1big latency kprod kcons proto; then
+if want fanin fanout qos1 qos1big latency kprod kcons proto xcheck; then
 start_plexmqd mem "plugin = memory" ""
 PM_PID=$PX_PID; PM_MQTT=$PX_MQTT; PM_KAFKA=$PX_KAFKA; PM_TCP=$PX_TCP
 start_mosquitto mosq
@@ -203,6 +204,18 @@ cmp proto "Same workload per protocol: 1 to 1, acknowledged (QoS 1 / acks=1 / +O
     --target "kafka=kafka://127.0.0.1:$PM_KAFKA@$PM_PID" \
     --target "tcp=tcp://127.0.0.1:$PM_TCP@$PM_PID" \
     --target "$MQT" $R -p 1 -c 1 -q 1 -w 20 -r 20000 -d 3 --linger-ms 1
+# The cross-check of our own MQTT client: the same fixed-rate QoS 1 run
+# through it and through libmosquitto (only if plexmq-bench has it).
+if want xcheck && $BENCH --help | grep -q -- '--client'; then
+	XC="-p 2 -c 2 -q 1 -w 20 -r 5000 -d 3"
+	cmp xcheck "Client cross-check, our libevent client: QoS 1 2 to 2, 5,000 msg/s, 100 B" \
+	    --target "plexmqd=mqtt://127.0.0.1:$PM_MQTT@$PM_PID" \
+	    --target "mosquitto=mqtt://127.0.0.1:$MQ_PORT@$MQ_PID" $R $XC
+	cmp xcheckmosq "Client cross-check, libmosquitto: QoS 1 2 to 2, 5,000 msg/s, 100 B" \
+	    --target "plexmqd=mqtt://127.0.0.1:$PM_MQTT@$PM_PID" \
+	    --target "mosquitto=mqtt://127.0.0.1:$MQ_PORT@$MQ_PID" $R $XC \
+	    --client mosquitto
+fi
 stop_pid "$PM_PID"
 stop_pid "$MQ_PID"
 fi

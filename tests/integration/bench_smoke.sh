@@ -5,6 +5,8 @@
 # each run must deliver everything, with no duplicate (plexmq-bench exits
 # non-zero otherwise).  Then the two halves of the suite's coldread
 # workload: fill a named topic, and read it back with --consume-only.
+# With libmosquitto built in, the MQTT QoS 1 and 2 runs are repeated
+# through it (--client mosquitto), the cross-check of our own client.
 . "$top_srcdir/tests/integration/lib.sh"
 pmq_init bench_smoke
 BENCH="$top_builddir/bench/plexmq-bench"
@@ -46,4 +48,11 @@ common="-d 2 -r 500 --drain 3 --quiet --broker-pid $PMQ_PID"
 "$BENCH" --url "kafka://127.0.0.1:$kport" --topic smoke-fill --consume-only \
     -p 2 -c 1 -n 400 -s 2048 --drain 3 --quiet --broker-pid "$PMQ_PID" ||
     pmq_fail "--consume-only did not read back all 400 messages once"
+if "$BENCH" --help | grep -q -- '--client'; then
+	for q in 1 2; do
+		"$BENCH" --url "mqtt5://127.0.0.1:$mport" --client mosquitto \
+		    -p 2 -c 2 -q "$q" $common ||
+		    pmq_fail "libmosquitto qos$q run lost or duplicated messages"
+	done
+fi
 pmq_pass
