@@ -863,6 +863,16 @@ kc_w_bytes(struct kc_writer *w, const void *p, size_t n)
 }
 
 void
+kc_w_bytes_len(struct kc_writer *w, size_t n)
+{
+	if (n > INT32_MAX) {
+		w->err = 1;
+		return;
+	}
+	w_len(w, (int64_t)n, 1);
+}
+
+void
 kc_w_array(struct kc_writer *w, int32_t n)
 {
 	w_len(w, n < 0 ? -1 : n, 1);

@@ -248,6 +248,9 @@ void kc_w_str(struct kc_writer *w, const char *s);
 void kc_w_strn(struct kc_writer *w, const char *s, size_t n);
 /* Bytes (NULL writes null). */
 void kc_w_bytes(struct kc_writer *w, const void *p, size_t n);
+/* Only the length prefix of a bytes field whose n bytes are sent after
+ * the writer's current end by other means (a spliced reference). */
+void kc_w_bytes_len(struct kc_writer *w, size_t n);
 /* Array length; n < 0 writes a null array. */
 void kc_w_array(struct kc_writer *w, int32_t n);
 /* An empty tag buffer when flexible, nothing otherwise. */

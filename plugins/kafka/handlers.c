@@ -1074,6 +1074,9 @@ struct to_mqtt {
 	struct pmq_header *scratch;
 	uint32_t cap;
 	unsigned n_sent;
+	int any_subs;   /* some subscription exists (has_subscribers) */
+	int ktopic_subs; /* the Kafka topic's name has a subscriber: -1
+	                  * until asked, once per batch */
 };
 
 /*
@@ -1092,7 +1095,7 @@ to_mqtt_record(void *arg, const struct pmq_record *rec)
 	int seen_ct = 0, seen_rt = 0, seen_cd = 0, d, rc;
 	uint32_t i, n = 0;
 	pmq_msg *m;
-	char *topic = NULL;
+	char tbuf[256], *topic = NULL;
 
 	if (rec->n_headers > t->cap) {
 		struct pmq_header *s = realloc(t->scratch, rec->n_headers *
@@ -1141,14 +1144,24 @@ to_mqtt_record(void *arg, const struct pmq_record *rec)
 			t->scratch[n++] = *h;
 		}
 	}
+	/* Nobody to deliver to: skip building the message.  A retained one
+	 * is still published, since it is stored for later subscribers. */
+	if (!f.retain && !t->any_subs)
+		return 0;
 	if (f.topic == NULL) {
+		if (!f.retain && t->ktopic_subs < 0)
+			t->ktopic_subs = kafka_has_subs_api ?
+			    api->has_subscribers(t->ktopic) != 0 : 1;
+		if (!f.retain && t->ktopic_subs == 0)
+			return 0;
 		f.topic = t->ktopic;
 		f.topic_len = strlen(t->ktopic);
 	}
 	/* The message wants a NUL-free topic; header values are bytes. */
 	if (f.topic_len == 0 || memchr(f.topic, '\0', f.topic_len) != NULL)
 		return 0;
-	topic = malloc(f.topic_len + 1);
+	/* Most topics fit on the stack: no allocation per record. */
+	topic = f.topic_len < sizeof tbuf ? tbuf : malloc(f.topic_len + 1);
 	if (topic == NULL)
 		return 1;
 	memcpy(topic, f.topic, f.topic_len);
@@ -1167,7 +1180,8 @@ to_mqtt_record(void *arg, const struct pmq_record *rec)
 	f.n_headers = n;
 	f.timestamp_ms = rec->timestamp_ms;
 	m = api->msg_new(&f, &rc);
-	free(topic);
+	if (topic != tbuf)
+		free(topic);
 	if (m == NULL)
 		return 0; /* not a valid MQTT topic or message: skip */
 	/* Live only: the record is already in the Kafka log, and a topic
@@ -1178,12 +1192,132 @@ to_mqtt_record(void *arg, const struct pmq_record *rec)
 	return 0;
 }
 
+/* A zigzag varint of a record (at most 10 bytes), or -1 at the end.
+ * Lengths in records are mostly one or two bytes: those go first. */
+static inline int
+rec_varint(const uint8_t **p, const uint8_t *end, int64_t *out)
+{
+	const uint8_t *q = *p;
+	uint64_t u = 0;
+	unsigned shift;
+
+	if (end - q >= 2 && !(q[1] & 0x80)) {
+		u = q[0] & 0x80 ? (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7 :
+		                  q[0];
+		*p = q + (q[0] & 0x80 ? 2 : 1);
+		*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+		return 0;
+	}
+	for (shift = 0; q < end && shift < 64; shift += 7) {
+		uint8_t b = *q++;
+
+		u |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*p = q;
+			*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Step over a varint whose value is not needed. */
+static inline int
+rec_varint_skip(const uint8_t **p, const uint8_t *end)
+{
+	const uint8_t *q = *p, *lim = end - q > 10 ? q + 10 : end;
+
+	while (q < lim && (*q & 0x80))
+		q++;
+	if (q == lim)
+		return -1;
+	*p = q + 1;
+	return 0;
+}
+
+/* Skip a length-prefixed field (-1: null) inside [*p, end). */
+static int
+rec_skip(const uint8_t **p, const uint8_t *end, int64_t *n)
+{
+	if (rec_varint(p, end, n) != 0 || *n < -1 || *n > end - *p)
+		return -1;
+	if (*n > 0)
+		*p += *n;
+	return 0;
+}
+
+/*
+ * Whether an uncompressed batch may hold a record with an "mqtt.retain"
+ * header.  Walks only the record framing (lengths and header names), so
+ * it reads a few bytes per record instead of decoding it; anything it
+ * cannot follow answers 1, which sends the batch through the full decode.
+ */
+static int
+batch_may_retain(const uint8_t *b, size_t len)
+{
+	static const char name[] = "mqtt.retain";
+	const uint8_t *p = b + RB_HEADER_SIZE, *end = b + len;
+	int32_t count = (int32_t)be32(b + RB_RECORDS_COUNT), i;
+
+	for (i = 0; i < count; i++) {
+		const uint8_t *rend;
+		int64_t n, nh, h;
+
+		if (rec_varint(&p, end, &n) != 0 || n < 1 || n > end - p)
+			return 1;
+		rend = p + n;
+		p++; /* attributes */
+		if (rec_varint_skip(&p, rend) != 0 ||  /* timestamp delta */
+		    rec_varint_skip(&p, rend) != 0 ||  /* offset delta */
+		    rec_skip(&p, rend, &n) != 0 ||    /* key */
+		    rec_skip(&p, rend, &n) != 0 ||    /* value */
+		    rec_varint(&p, rend, &nh) != 0 || nh < 0)
+			return 1;
+		for (h = 0; h < nh; h++) {
+			if (rec_varint(&p, rend, &n) != 0 || n < 0 ||
+			    n > rend - p)
+				return 1;
+			if (n == (int64_t)sizeof name - 1 &&
+			    memcmp(p, name, sizeof name - 1) == 0)
+				return 1;
+			p += n;
+			if (rec_skip(&p, rend, &n) != 0)
+				return 1;
+		}
+		p = rend;
+	}
+	return 0;
+}
+
+/* 1 when the batch may hold a retained record (compressed batches
+ * always may: only the full decode can tell), 0 when it cannot. */
+static int
+batch_retain_scan(const uint8_t *b, size_t len)
+{
+	if (len < RB_HEADER_SIZE || (b[RB_ATTRIBUTES + 1] & RB_ATTR_CODEC))
+		return 1;
+	return batch_may_retain(b, len);
+}
+
+/*
+ * A produced batch to live MQTT subscribers.  With no subscription at all
+ * the batch is not decoded unless a record may carry an "mqtt.retain"
+ * header (a retained message is stored for subscribers to come).  The
+ * check runs per batch, once it is durable, so a subscriber that arrives
+ * while a producer runs gets every batch appended after its subscription.
+ */
 static void
 to_mqtt(struct kafka_listener *l, const char *ktopic, const uint8_t *batch,
         size_t len)
 {
-	struct to_mqtt t = { ktopic, NULL, 0, 0 };
+	struct to_mqtt t = { ktopic, NULL, 0, 0, 1, -1 };
 	int rc;
+
+	if (kafka_has_subs_api && !api->has_subscribers(NULL)) {
+		t.any_subs = 0;
+		if (!batch_retain_scan(batch, len))
+			return;
+	}
 
 	rc = api->batch_records(batch, len, to_mqtt_record, &t);
 	free(t.scratch);
@@ -1239,7 +1373,8 @@ append_done(void *arg, int status, int64_t base)
 	if (status == PMQ_OK) {
 		if (a->first)
 			a->res->base = base;
-		/* Durable now: live MQTT subscribers may see it. */
+		/* Durable now: live MQTT subscribers may see it (to_mqtt
+		 * skips the work when there are none). */
 		if (l->mqtt_deliver)
 			to_mqtt(l, a->topic, a->batch, a->len);
 	} else if (a->res->err == KE_NONE) {
@@ -1474,8 +1609,11 @@ struct fpart {
 	int16_t err;
 	int64_t high_water;
 	int64_t log_start;
-	uint8_t *data; /* a copy of the read, malloc'd */
+	const uint8_t *data; /* the read's bytes: in the storage's buffer
+	                      * (ref) or in copy */
 	size_t len;
+	void *ref;           /* log_read_ref on the storage's buffer */
+	uint8_t *copy;       /* malloc'd when the buffer could not be kept */
 };
 
 struct fwait {
@@ -1502,8 +1640,12 @@ fetch_clear(struct fetch_state *s, const struct kc_request *q)
 
 	for (i = 0; i < q->n_topics; i++)
 		for (j = 0; j < q->topics[i].n_parts; j++) {
-			free(s->res[i][j].data);
-			memset(&s->res[i][j], 0, sizeof s->res[i][j]);
+			struct fpart *p = &s->res[i][j];
+
+			if (p->ref != NULL)
+				api->log_read_unref(p->ref);
+			free(p->copy);
+			memset(p, 0, sizeof *p);
 		}
 	s->ti = s->pj = 0;
 	s->total = 0;
@@ -1554,7 +1696,7 @@ fetch_reply(struct kreq *r)
 		kc_w_str(w, t->name);
 		kc_w_array(w, t->n_parts);
 		for (j = 0; j < t->n_parts; j++) {
-			const struct fpart *p = &s->res[i][j];
+			struct fpart *p = &s->res[i][j];
 			int ok = p->err == KE_NONE;
 
 			kc_w_i32(w, t->parts[j].index);
@@ -1566,6 +1708,18 @@ fetch_reply(struct kreq *r)
 			kc_w_array(w, 0); /* aborted_transactions */
 			if (v >= 11)
 				kc_w_i32(w, -1); /* preferred_read_replica */
+			if (p->ref != NULL) {
+				/* The stored batches go by reference: only
+				 * their length is written here. */
+				void *ref = p->ref;
+
+				p->ref = NULL; /* r owns it now */
+				kc_w_bytes_len(w, p->len);
+				if (kreq_add_ref(r, p->data, p->len, ref) != 0)
+					w->err = 1; /* cannot frame: close */
+				p->data = NULL;
+				continue;
+			}
 			kc_w_bytes(w, p->data != NULL ? p->data : (void *)"",
 			           p->len);
 		}
@@ -1591,11 +1745,18 @@ fetch_read_done(void *arg, int status, const void *data, size_t len,
 		p->log_start = offs->log_start;
 	}
 	if (status == PMQ_OK && len > 0) {
-		p->data = malloc(len);
-		if (p->data == NULL) {
+		/* Keep the storage's buffer and send from it (fetch_reply);
+		 * a host that cannot keep it gets a copy, as on 1.0. */
+		p->ref = kafka_ref_api ? api->log_read_ref(data) : NULL;
+		if (p->ref == NULL) {
+			p->copy = malloc(len);
+			if (p->copy != NULL)
+				memcpy(p->copy, data, len);
+		}
+		if (p->ref == NULL && p->copy == NULL) {
 			p->err = KE_KAFKA_STORAGE_ERROR; /* retriable */
 		} else {
-			memcpy(p->data, data, len);
+			p->data = p->ref != NULL ? data : p->copy;
 			p->len = len;
 			s->total += len;
 		}

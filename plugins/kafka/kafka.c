@@ -8,7 +8,14 @@
  * is the user-facing description.
  *
  * Threads: every function here runs on the host's loop thread (host.h).
+ *
+ * ABI: built against 1.1 but stamped to require 1.0 only; the 1.1 members
+ * (has_subscribers, slot_send_ref, log_read_ref/unref) are used when
+ * PMQ_HAS finds them (kafka_init), and a 1.0 host gets the copying paths.
  */
+/* Before any plexmq header: PMQ_PLUGIN_DEFINE stamps the minor required. */
+#define PMQ_TARGET_ABI_MINOR 0
+
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,8 +33,12 @@
 #define KAFKA_PORT_DEFAULT 9092
 /* Requests in flight per connection before we stop parsing its input. */
 #define KAFKA_MAX_PENDING 1024
+/* Input copied per view (kafka_copy_input): about one socket read. */
+#define KAFKA_COPY_STEP ((size_t)16384)
 
 const struct pmq_host_api *kafka_api;
+int kafka_has_subs_api;
+int kafka_ref_api;
 #define api kafka_api
 
 static void kafka_parse(struct kconn *kc);
@@ -87,6 +98,45 @@ kreq_alive(const struct kreq *r)
 	return r->kc->c != NULL && !r->kc->closing;
 }
 
+/* Drop the refs nobody sent (an error path, or no connection). */
+static void
+kreq_free_refs(struct kreq *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->n_refs; i++)
+		if (r->refs[i].ref != NULL)
+			api->log_read_unref(r->refs[i].ref);
+	free(r->refs);
+	r->refs = NULL;
+	r->n_refs = r->cap_refs = 0;
+	r->ref_bytes = 0;
+}
+
+int
+kreq_add_ref(struct kreq *r, const void *data, size_t len, void *ref)
+{
+	assert(kafka_ref_api);
+	if (r->n_refs == r->cap_refs) {
+		size_t ncap = r->cap_refs ? r->cap_refs * 2 : 8;
+		struct kref *n = realloc(r->refs, ncap * sizeof *n);
+
+		if (n == NULL) {
+			api->log_read_unref(ref);
+			return -1;
+		}
+		r->refs = n;
+		r->cap_refs = ncap;
+	}
+	r->refs[r->n_refs].at = r->w.len;
+	r->refs[r->n_refs].data = data;
+	r->refs[r->n_refs].len = len;
+	r->refs[r->n_refs].ref = ref;
+	r->n_refs++;
+	r->ref_bytes += len;
+	return 0;
+}
+
 static void
 kreq_free(struct kreq *r)
 {
@@ -97,6 +147,7 @@ kreq_free(struct kreq *r)
 		api->slot_close(r->slot);
 	if (r->free_state != NULL)
 		r->free_state(r);
+	kreq_free_refs(r);
 	kc_w_free(&r->w);
 	kc_arena_free(&r->arena);
 	free(r->frame);
@@ -108,10 +159,49 @@ kreq_free(struct kreq *r)
 	kconn_unref(kc);
 }
 
+/*
+ * The response into r's slot: writer bytes up to each ref's offset, then
+ * the ref's stored bytes by reference.  Every ref is handed to the host
+ * (slot_send_ref releases it, also on failure) or released here.
+ */
+static int
+kreq_send(struct kreq *r)
+{
+	size_t pos = 0, i;
+	int rc = PMQ_OK;
+
+	for (i = 0; i < r->n_refs; i++) {
+		struct kref *k = &r->refs[i];
+		void *ref = k->ref;
+
+		k->ref = NULL;
+		if (rc == PMQ_OK && k->at > pos)
+			rc = api->slot_send(r->slot, r->w.buf + pos, k->at - pos);
+		if (rc == PMQ_OK)
+			rc = api->slot_send_ref(r->slot, k->data, k->len,
+			                        api->log_read_unref, ref);
+		else
+			api->log_read_unref(ref);
+		pos = k->at;
+	}
+	if (rc == PMQ_OK && r->w.len > pos)
+		rc = api->slot_send(r->slot, r->w.buf + pos, r->w.len - pos);
+	return rc;
+}
+
 void
 kreq_reply(struct kreq *r)
 {
-	kc_response_finish(&r->w);
+	/* The size prefix covers the spliced bytes too: they are all known
+	 * by now, so it is written before the first byte leaves. */
+	if (!r->w.err && r->w.len >= 4) {
+		size_t body = r->w.len - 4 + r->ref_bytes;
+
+		if (body > INT32_MAX)
+			r->w.err = 1;
+		else
+			kc_w_put_i32_at(&r->w, 0, (int32_t)body);
+	}
 	if (r->w.err) {
 		/* Half an answer cannot be framed: the client must
 		 * reconnect rather than wait for it. */
@@ -123,7 +213,16 @@ kreq_reply(struct kreq *r)
 			api->conn_close(r->kc->c, 1);
 		}
 	} else if (r->slot != NULL && r->kc->c != NULL) {
-		api->slot_send(r->slot, r->w.buf, r->w.len);
+		if (r->n_refs == 0)
+			api->slot_send(r->slot, r->w.buf, r->w.len);
+		else if (kreq_send(r) != PMQ_OK) {
+			/* Part of a frame is queued: the stream is broken. */
+			api->log(r->l->inst, PMQ_LOG_ERROR,
+			         "%s: out of memory sending a response, closing",
+			         api->conn_peer(r->kc->c));
+			r->kc->closing = 1;
+			api->conn_close(r->kc->c, 1);
+		}
 	}
 	kreq_free(r);
 }
@@ -283,6 +382,27 @@ kafka_pause(struct kconn *kc)
 	}
 }
 
+/*
+ * Move n buffered input bytes into dst.  A view of a whole frame would
+ * make the host pull it up into one new contiguous buffer first (for a
+ * produce request, megabytes of freshly faulted pages, then copied again
+ * here), so it is taken in steps that mostly lie within one input chunk.
+ */
+static void
+kafka_copy_input(pmq_conn *c, uint8_t *dst, size_t n)
+{
+	while (n > 0) {
+		size_t step = n < KAFKA_COPY_STEP ? n : KAFKA_COPY_STEP;
+		const uint8_t *p = api->conn_input_peek(c, step);
+
+		assert(p != NULL); /* the caller checked conn_input_len */
+		memcpy(dst, p, step);
+		api->conn_input_drain(c, step);
+		dst += step;
+		n -= step;
+	}
+}
+
 static void
 kafka_parse_loop(struct kconn *kc)
 {
@@ -319,8 +439,6 @@ kafka_parse_loop(struct kconn *kc)
 		}
 		if (api->conn_input_len(kc->c) < 4 + (size_t)size)
 			return; /* wait for the rest */
-		p = api->conn_input_peek(kc->c, 4 + (size_t)size);
-		assert(p != NULL);
 		/* A private copy: decoded fields point into it while the
 		 * request waits for storage, long after this input call. */
 		frame = malloc(size);
@@ -328,8 +446,8 @@ kafka_parse_loop(struct kconn *kc)
 			kafka_fail(kc, "out of memory", -1, -1);
 			return;
 		}
-		memcpy(frame, p + 4, size);
-		api->conn_input_drain(kc->c, 4 + (size_t)size);
+		api->conn_input_drain(kc->c, 4);
+		kafka_copy_input(kc->c, frame, size);
 		if (kafka_dispatch(kc, frame, size) != 0)
 			return;
 	}
@@ -594,6 +712,14 @@ static int
 kafka_init(const struct pmq_host_api *host)
 {
 	kafka_api = host;
+	kafka_has_subs_api = PMQ_HAS(host, struct pmq_host_api,
+	                             has_subscribers) &&
+	                     host->has_subscribers != NULL;
+	/* Fetch by reference needs all three; else it copies. */
+	kafka_ref_api = PMQ_HAS(host, struct pmq_host_api, log_read_unref) &&
+	                host->slot_send_ref != NULL &&
+	                host->log_read_ref != NULL &&
+	                host->log_read_unref != NULL;
 	return PMQ_OK;
 }
 

@@ -17,6 +17,11 @@
 
 /* The host API table, kept from init() (kafka.c). */
 extern const struct pmq_host_api *kafka_api;
+/* The host has the 1.1 members this plugin uses when they exist
+ * (has_subscribers; slot_send_ref with log_read_ref/unref): set in init(),
+ * so the plugin still loads into a 1.0 host and copies there. */
+extern int kafka_has_subs_api;
+extern int kafka_ref_api;
 
 struct kgroups;    /* group.c */
 struct kproducers; /* handlers.c: idempotent producer state, rebuilt
@@ -55,6 +60,16 @@ struct kconn {
 	struct kreq *waiting;  /* requests parked on a log waiter or group */
 };
 
+/* Stored bytes spliced into a response at writer offset `at` instead of
+ * being copied into it: sent with slot_send_ref, released with
+ * log_read_unref (kreq_add_ref). */
+struct kref {
+	size_t at;
+	const void *data;
+	size_t len;
+	void *ref; /* from log_read_ref; NULL once handed to the host */
+};
+
 /*
  * One request from decode to answer.  Owns its frame (decoded fields
  * point into it), the arena and the writer; holds a reference on kc.
@@ -68,6 +83,9 @@ struct kreq {
 	struct kc_arena arena;
 	struct kc_request q;
 	struct kc_writer w;       /* the response being built */
+	struct kref *refs;        /* spliced into w, in offset order */
+	size_t n_refs, cap_refs;
+	size_t ref_bytes;         /* sum of refs[].len */
 	int outstanding;          /* completions still expected */
 	void *state;              /* per-API state, freed with free_state */
 	void (*free_state)(struct kreq *r);
@@ -80,8 +98,16 @@ struct kreq {
 	struct kreq *qnext;
 };
 
-/* Answer r with r->w (kc_response_finish is applied) and free r. */
+/* Answer r with r->w and free r.  The size prefix is filled in and
+ * counts the spliced refs; the bytes leave in writer order with each ref
+ * at its offset. */
 void kreq_reply(struct kreq *r);
+/* Splice len stored bytes at the writer's current end: the response
+ * carries them by reference (needs kafka_ref_api).  Takes ownership of
+ * ref (a log_read_ref reference) in every case, failure included: it is
+ * released when the bytes are written, dropped, or r is freed.  Returns
+ * 0, or -1 when out of memory (ref already released). */
+int kreq_add_ref(struct kreq *r, const void *data, size_t len, void *ref);
 /* Free r without an answer (acks=0, or the connection is gone). */
 void kreq_drop(struct kreq *r);
 /* Park r so that conn_closed calls cancel(r), which must finish r. */
