@@ -350,6 +350,40 @@ test_api_versions_v3(void **state)
 	kc_arena_free(&a);
 }
 
+/* A record set spliced by reference (Fetch): the length prefix alone,
+ * then the bytes, equals the bytes field written whole, in both the
+ * classic (int32) and the flexible (uvarint n+1) encodings. */
+static void
+test_bytes_len_splice(void **state)
+{
+	static const size_t sizes[] = {0, 1, 126, 127, 128, 70000};
+	static uint8_t data[70000];
+	struct kc_writer a, b;
+	size_t i;
+	int flex;
+
+	(void)state;
+	memset(data, 0x5a, sizeof data);
+	for (flex = 0; flex <= 1; flex++)
+		for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			kc_w_init(&a, flex);
+			kc_w_init(&b, flex);
+			kc_w_bytes(&a, data, sizes[i]);
+			kc_w_bytes_len(&b, sizes[i]);
+			kc_w_raw(&b, data, sizes[i]);
+			assert_false(a.err);
+			assert_false(b.err);
+			assert_int_equal(a.len, b.len);
+			assert_memory_equal(a.buf, b.buf, a.len);
+			kc_w_free(&a);
+			kc_w_free(&b);
+		}
+	kc_w_init(&a, 0);
+	kc_w_bytes_len(&a, (size_t)INT32_MAX + 1);
+	assert_true(a.err);
+	kc_w_free(&a);
+}
+
 static void
 test_group_requests(void **state)
 {
@@ -485,6 +519,7 @@ main(void)
 		cmocka_unit_test(test_embedded_nul),
 		cmocka_unit_test(test_unknown_key_and_version),
 		cmocka_unit_test(test_api_versions_v3),
+		cmocka_unit_test(test_bytes_len_splice),
 		cmocka_unit_test(test_group_requests),
 		cmocka_unit_test(test_fetch_v11),
 		cmocka_unit_test(test_topic_names),
