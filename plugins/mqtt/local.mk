@@ -36,6 +36,7 @@ TESTS_SH += tests/integration/mqtt_basic.sh \
 	tests/integration/mqtt_config.sh \
 	tests/integration/mqtt_limits.sh \
 	tests/integration/mqtt_features.sh \
-	tests/integration/mqtt_persist.sh
+	tests/integration/mqtt_persist.sh \
+	tests/integration/mqtt_flow.sh
 EXTRA_DIST += tests/integration/mqtt_lib.sh tests/node/mqtt_v5.js \
 	etc/mosquitto.ini docs/mqtt-compat.md

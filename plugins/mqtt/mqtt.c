@@ -16,6 +16,12 @@
  * Bad input closes the connection: an MQTT 5 client first gets a
  * DISCONNECT (or CONNACK) with the reason code, and one line is logged.
  *
+ * Flow control: with qos0_full = block a QoS 0 delivery to a full
+ * subscriber stops reading the publisher (host conn_block_input) and the
+ * parser stops at that packet; all parsing happens inside conn_input, so
+ * the publisher is always the connection the host is reading.  Keepalive
+ * deadlines are checked by one plugin-wide timer once a second.
+ *
  * Threads: every function here runs on the host's loop thread (host.h).
  */
 #include <assert.h>
@@ -41,7 +47,26 @@ uint64_t mqtt_stat_connected, mqtt_stat_bad_packets, mqtt_stat_msgs_received,
 /* Most topic aliases we assign towards one client. */
 #define MQTT_OUT_ALIAS_CAP 64
 
+/* Scratch buffers past this are freed by the next keepalive tick, so a
+ * rare big packet does not keep its memory. */
+#define MQTT_OB_KEEP 65536
+
 static unsigned n_listeners;
+
+/* One encode buffer for every connection: a packet is encoded and then
+ * copied to the connection's output (conn_send / slot_send) at once, on
+ * the one loop thread, so no connection needs a buffer of its own while
+ * idle. */
+static struct mqtt_buf ob;
+
+/* Connections with a deadline (no CONNECT yet, or keepalive > 0), checked
+ * by one plugin-wide timer every second instead of a timer each. */
+static struct mqtt_conn *ka_list;
+static pmq_timer *ka_timer;
+
+/* The connection whose input is being parsed (inside conn_input): the
+ * publisher of what is delivered now. */
+static struct mqtt_conn *cur_input;
 
 static void parse(struct mqtt_conn *mc);
 
@@ -57,19 +82,17 @@ static void
 conn_unref(struct mqtt_conn *mc)
 {
 	assert(mc->refs > 0);
-	if (--mc->refs == 0) {
-		mqtt_buf_free(&mc->ob);
+	if (--mc->refs == 0)
 		free(mc);
-	}
 }
 
-/* Send a finished packet from mc->ob, after every open reply slot. */
+/* Send a finished packet from ob, after every open reply slot. */
 static void
 send_ob(struct mqtt_conn *mc, long off)
 {
 	if (off < 0 || mc->c == NULL)
 		return;
-	api->conn_send(mc->c, mc->ob.p + off, mc->ob.len - (size_t)off,
+	api->conn_send(mc->c, ob.p + off, ob.len - (size_t)off,
 	               PMQ_SEND_ORDERED);
 }
 
@@ -84,7 +107,7 @@ static void
 send_connack(struct mqtt_conn *mc, uint8_t version, int present,
              uint8_t code, const struct mqtt_buf *props)
 {
-	struct mqtt_buf *b = &mc->ob;
+	struct mqtt_buf *b = &ob;
 
 	mqtt_buf_begin(b);
 	mqtt_put_u8(b, (uint8_t)(present ? 1 : 0));
@@ -154,7 +177,7 @@ fail(struct mqtt_conn *mc, uint8_t reason, const char *fmt, ...)
 	api->log(mc->l->inst, PMQ_LOG_INFO, "%s (%s): %s (0x%02x), closing",
 	         conn_name(mc), mc->s != NULL ? mc->s->id : "-", why, reason);
 	if (mc->version == MQTT_V5 && mc->connected)
-		send_ob(mc, mqtt_enc_disconnect(&mc->ob, MQTT_V5, reason, why));
+		send_ob(mc, mqtt_enc_disconnect(&ob, MQTT_V5, reason, why));
 	mc->closing = 1;
 	api->conn_close(mc->c, 1);
 }
@@ -195,7 +218,7 @@ mqtt_send_publish(struct mqtt_conn *mc, pmq_msg *m, uint8_t qos,
                   const uint32_t *sub_ids, uint32_t n_sub_ids)
 {
 	struct pmq_msg_fields f = { .size = sizeof f };
-	struct mqtt_buf pb, *b = &mc->ob;
+	struct mqtt_buf pb, *b = &ob;
 	unsigned flags = mc->ordered_sends || mc->connack_wait ?
 	                     PMQ_SEND_ORDERED : PMQ_SEND_NOW;
 	uint16_t alias = 0;
@@ -319,10 +342,10 @@ mqtt_send_pubrel(struct mqtt_conn *mc, uint16_t pid, uint8_t reason)
 
 	if (mc == NULL || mc->c == NULL || mc->closing)
 		return;
-	off = mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBREL, pid, reason,
+	off = mqtt_enc_ack(&ob, mc->version, MQTT_PUBREL, pid, reason,
 	                   NULL);
 	if (off >= 0)
-		api->conn_send(mc->c, mc->ob.p + off, mc->ob.len - (size_t)off,
+		api->conn_send(mc->c, ob.p + off, ob.len - (size_t)off,
 		               mc->connack_wait ? PMQ_SEND_ORDERED :
 		                                  PMQ_SEND_NOW);
 }
@@ -376,7 +399,7 @@ static void
 wait_finish(struct mqtt_wait *w)
 {
 	struct mqtt_conn *mc = w->mc;
-	struct mqtt_buf *b = &mc->ob;
+	struct mqtt_buf *b = &ob;
 	long off = -1;
 	uint32_t i;
 
@@ -537,12 +560,12 @@ req_finish(struct mqtt_req *req)
 		}
 		if (mc->s != NULL)
 			session_qos2_del(mc->s, req->pid, NULL, NULL, NULL);
-		off = mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBREC, req->pid,
+		off = mqtt_enc_ack(&ob, mc->version, MQTT_PUBREC, req->pid,
 		                   MQTT_RC_UNSPECIFIED,
 		                   rstr(mc, api->strerror(req->kv_status)));
 		if (off >= 0)
-			api->slot_send(req->slot, mc->ob.p + off,
-			               mc->ob.len - (size_t)off);
+			api->slot_send(req->slot, ob.p + off,
+			               ob.len - (size_t)off);
 		req_free(req);
 		return;
 	}
@@ -566,14 +589,14 @@ req_finish(struct mqtt_req *req)
 		} else if (req->n_delivered == 0 && mc->version == MQTT_V5) {
 			reason = MQTT_RC_NO_MATCHING_SUBSCRIBERS;
 		}
-		off = mqtt_enc_ack(&mc->ob, mc->version,
+		off = mqtt_enc_ack(&ob, mc->version,
 		                   req->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC,
 		                   req->pid, reason,
 		                   status != PMQ_OK ?
 		                       rstr(mc, api->strerror(status)) : NULL);
 		if (off >= 0)
-			api->slot_send(req->slot, mc->ob.p + off,
-			               mc->ob.len - (size_t)off);
+			api->slot_send(req->slot, ob.p + off,
+			               ob.len - (size_t)off);
 	}
 	req_free(req);
 }
@@ -687,9 +710,16 @@ handle_publish(struct mqtt_conn *mc, struct mqtt_packet *p)
 	if (MQTT_HAS_PROP(&p->props, MQTT_P_TOPIC_ALIAS)) {
 		uint16_t a = p->props.topic_alias;
 
-		if (a > mc->l->topic_alias_max || mc->in_alias == NULL) {
+		if (a > mc->l->topic_alias_max || mc->version != MQTT_V5) {
 			fail(mc, MQTT_RC_TOPIC_ALIAS_INVALID,
 			     "topic alias %u over the maximum", a);
+			return;
+		}
+		/* Allocated at the first alias: most clients use none. */
+		if (mc->in_alias == NULL &&
+		    (mc->in_alias = calloc(mc->l->topic_alias_max,
+		                           sizeof *mc->in_alias)) == NULL) {
+			fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
 			return;
 		}
 		if (topic.len == 0) {
@@ -721,7 +751,7 @@ handle_publish(struct mqtt_conn *mc, struct mqtt_packet *p)
 	}
 	if (p->qos == 2 && session_qos2_has(s, p->pid)) {
 		/* A resent PUBLISH: acknowledge again, deliver once. */
-		send_ob(mc, mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBREC,
+		send_ob(mc, mqtt_enc_ack(&ob, mc->version, MQTT_PUBREC,
 		                         p->pid, 0, NULL));
 		return;
 	}
@@ -736,7 +766,7 @@ handle_publish(struct mqtt_conn *mc, struct mqtt_packet *p)
 	    !mqtt_utf8_valid(p->payload.p, p->payload.len)) {
 		if (p->qos == 0)
 			return;
-		send_ob(mc, mqtt_enc_ack(&mc->ob, mc->version,
+		send_ob(mc, mqtt_enc_ack(&ob, mc->version,
 		                         p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC,
 		                         p->pid, MQTT_RC_PAYLOAD_FORMAT_INVALID,
 		                         rstr(mc, "payload is not UTF-8")));
@@ -835,7 +865,7 @@ handle_ack(struct mqtt_conn *mc, struct mqtt_packet *p)
 			break;
 		}
 		rc = session_qos2_del(s, p->pid, NULL, NULL, NULL);
-		send_ob(mc, mqtt_enc_ack(&mc->ob, mc->version, MQTT_PUBCOMP,
+		send_ob(mc, mqtt_enc_ack(&ob, mc->version, MQTT_PUBCOMP,
 		                         p->pid,
 		                         rc != 0 ? MQTT_RC_PID_NOT_FOUND : 0,
 		                         NULL));
@@ -963,12 +993,12 @@ handle_subscribe(struct mqtt_conn *mc, struct mqtt_packet *p)
 		wait_add(w, session_save_wait(s, wait_done, w));
 		wait_step(w);
 	} else {
-		mqtt_buf_begin(&mc->ob);
-		mqtt_put_u16(&mc->ob, p->pid);
+		mqtt_buf_begin(&ob);
+		mqtt_put_u16(&ob, p->pid);
 		if (mc->version == MQTT_V5)
-			mqtt_put_varint(&mc->ob, 0);
-		mqtt_put(&mc->ob, codes, p->n_entries);
-		off = mqtt_buf_finish(&mc->ob, MQTT_SUBACK << 4, 0);
+			mqtt_put_varint(&ob, 0);
+		mqtt_put(&ob, codes, p->n_entries);
+		off = mqtt_buf_finish(&ob, MQTT_SUBACK << 4, 0);
 		if (off < 0) {
 			free(codes);
 			fail(mc, MQTT_RC_IMPL_SPECIFIC, "out of memory");
@@ -1056,13 +1086,13 @@ handle_unsubscribe(struct mqtt_conn *mc, struct mqtt_packet *p)
 		wait_step(w);
 		return;
 	}
-	mqtt_buf_begin(&mc->ob);
-	mqtt_put_u16(&mc->ob, p->pid);
+	mqtt_buf_begin(&ob);
+	mqtt_put_u16(&ob, p->pid);
 	if (mc->version == MQTT_V5) {
-		mqtt_put_varint(&mc->ob, 0);
-		mqtt_put(&mc->ob, codes, p->n_entries);
+		mqtt_put_varint(&ob, 0);
+		mqtt_put(&ob, codes, p->n_entries);
 	}
-	off = mqtt_buf_finish(&mc->ob, MQTT_UNSUBACK << 4, 0);
+	off = mqtt_buf_finish(&ob, MQTT_UNSUBACK << 4, 0);
 	free(codes);
 	send_ob(mc, off);
 }
@@ -1070,37 +1100,94 @@ handle_unsubscribe(struct mqtt_conn *mc, struct mqtt_packet *p)
 /* ---- keepalive ---- */
 
 static void
-ka_cb(void *arg)
+ka_link(struct mqtt_conn *mc)
 {
-	struct mqtt_conn *mc = arg;
-	int64_t limit, idle;
-
-	if (mc->c == NULL || mc->closing)
+	if (mc->ka_pprev != NULL)
 		return;
+	if (ka_list == NULL)
+		api->timer_start(ka_timer, 1000, 1);
+	mc->ka_next = ka_list;
+	if (ka_list != NULL)
+		ka_list->ka_pprev = &mc->ka_next;
+	ka_list = mc;
+	mc->ka_pprev = &ka_list;
+}
+
+static void
+ka_unlink(struct mqtt_conn *mc)
+{
+	if (mc->ka_pprev == NULL)
+		return;
+	*mc->ka_pprev = mc->ka_next;
+	if (mc->ka_next != NULL)
+		mc->ka_next->ka_pprev = mc->ka_pprev;
+	mc->ka_next = NULL;
+	mc->ka_pprev = NULL;
+	/* An idle daemon need not wake every second. */
+	if (ka_list == NULL)
+		api->timer_stop(ka_timer);
+}
+
+/* Close mc when its deadline passed.  The check runs once a second, so a
+ * connection goes between its limit and a second later (Mosquitto's
+ * granularity too). */
+static void
+ka_check(struct mqtt_conn *mc, int64_t now)
+{
+	uint32_t idle = (uint32_t)now - mc->last_rx_ms; /* wrap-safe */
+
+	if (mc->c == NULL || mc->closing) {
+		ka_unlink(mc);
+		return;
+	}
 	if (!mc->connected) {
+		if (idle < (uint32_t)MQTT_CONNECT_TIMEOUT_MS)
+			return;
 		api->log(mc->l->inst, PMQ_LOG_INFO,
 		         "%s: no CONNECT within %d s, closing", conn_name(mc),
 		         MQTT_CONNECT_TIMEOUT_MS / 1000);
 		mc->closing = 1;
+		ka_unlink(mc);
 		api->conn_close(mc->c, 0);
 		return;
 	}
 	/* 3.1.2.10: one and a half times the keep alive. */
-	limit = (int64_t)mc->keepalive_s * 1500;
-	idle = api->monotonic_ms() - mc->last_rx_ms;
-	if (idle >= limit) {
-		api->log(mc->l->inst, PMQ_LOG_INFO,
-		         "%s (%s): keepalive timeout, closing", conn_name(mc),
-		         mc->s != NULL ? mc->s->id : "-");
-		if (mc->version == MQTT_V5)
-			send_ob(mc, mqtt_enc_disconnect(&mc->ob, MQTT_V5,
-			                                MQTT_RC_KEEPALIVE_TIMEOUT,
-			                                NULL));
-		mc->closing = 1;
-		api->conn_close(mc->c, 1);
+	if (idle < (uint32_t)mc->keepalive_s * 1500u)
+		return;
+	if ((mc->paused || mc->in_blocked) && api->conn_input_len(mc->c) > 0) {
+		/* It did send: we are the ones not reading (a full
+		 * subscriber holds this publisher back), so it is not idle. */
+		mc->last_rx_ms = (uint32_t)now;
 		return;
 	}
-	api->timer_start(mc->ka_timer, (uint64_t)(limit - idle), 0);
+	api->log(mc->l->inst, PMQ_LOG_INFO,
+	         "%s (%s): keepalive timeout, closing", conn_name(mc),
+	         mc->s != NULL ? mc->s->id : "-");
+	if (mc->version == MQTT_V5)
+		send_ob(mc, mqtt_enc_disconnect(&ob, MQTT_V5,
+		                                MQTT_RC_KEEPALIVE_TIMEOUT, NULL));
+	mc->closing = 1;
+	ka_unlink(mc);
+	api->conn_close(mc->c, 1);
+}
+
+static void
+ka_tick(void *arg)
+{
+	struct mqtt_conn *mc, *next;
+	int64_t now = api->monotonic_ms();
+
+	(void)arg;
+	/* conn_close never runs conn_closed from inside the call, so only
+	 * the entry checked can leave the list here. */
+	for (mc = ka_list; mc != NULL; mc = next) {
+		next = mc->ka_next;
+		ka_check(mc, now);
+	}
+	if (ob.cap > MQTT_OB_KEEP) {
+		mqtt_buf_free(&ob);
+		mqtt_buf_init(&ob);
+	}
 }
 
 /* ---- CONNECT ---- */
@@ -1191,7 +1278,7 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 		         conn_name(mc), conn_name(old));
 		if (old->version == MQTT_V5 && old->c != NULL && !old->closing)
 			send_ob(old, mqtt_enc_disconnect(
-			                 &old->ob, MQTT_V5,
+			                 &ob, MQTT_V5,
 			                 MQTT_RC_SESSION_TAKEN_OVER, NULL));
 		if (old->c != NULL && !old->closing) {
 			old->closing = 1;
@@ -1229,16 +1316,6 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 		mc->out_alias = calloc(n, sizeof *mc->out_alias);
 		if (mc->out_alias == NULL)
 			mc->client_alias_max = 0;
-	}
-	if (p->version == MQTT_V5 && l->topic_alias_max > 0) {
-		mc->in_alias = calloc(l->topic_alias_max, sizeof *mc->in_alias);
-		if (mc->in_alias == NULL) {
-			if (will != NULL)
-				api->msg_unref(will);
-			refuse(mc, p->version, MQTT_RC_SERVER_UNAVAILABLE,
-			       "out of memory");
-			return;
-		}
 	}
 	session_attach(s, mc);
 	mc->s = s;
@@ -1293,11 +1370,8 @@ handle_connect(struct mqtt_conn *mc, struct mqtt_packet *p)
 	         p->version == MQTT_V5 ? "5" : p->version == MQTT_V311 ? "3.1.1"
 	                                                               : "3.1",
 	         (unsigned)mc->keepalive_s, present ? "resumed" : "new session");
-	if (mc->keepalive_s > 0)
-		api->timer_start(mc->ka_timer, (uint64_t)mc->keepalive_s * 1500,
-		                 0);
-	else
-		api->timer_stop(mc->ka_timer);
+	if (mc->keepalive_s == 0)
+		ka_unlink(mc); /* no deadline any more */
 	session_save(s);
 	if (present)
 		session_resend(s);
@@ -1371,7 +1445,7 @@ dispatch(struct mqtt_conn *mc, const uint8_t *buf, size_t len)
 		     (unsigned)(buf[0] >> 4));
 		return;
 	}
-	mc->last_rx_ms = api->monotonic_ms();
+	mc->last_rx_ms = (uint32_t)api->monotonic_ms();
 	switch (p.type) {
 	case MQTT_CONNECT:
 		handle_connect(mc, &p);
@@ -1392,7 +1466,7 @@ dispatch(struct mqtt_conn *mc, const uint8_t *buf, size_t len)
 		handle_unsubscribe(mc, &p);
 		break;
 	case MQTT_PINGREQ:
-		send_ob(mc, mqtt_enc_simple(&mc->ob, MQTT_PINGRESP));
+		send_ob(mc, mqtt_enc_simple(&ob, MQTT_PINGRESP));
 		break;
 	case MQTT_DISCONNECT:
 		handle_disconnect(mc, &p);
@@ -1415,26 +1489,37 @@ pause_conn(struct mqtt_conn *mc)
 	}
 }
 
+/* Pause reading while our own output is full or too many publishes wait
+ * for completion; lift the pause once neither holds.  0: paused. */
+static int
+may_read(struct mqtt_conn *mc)
+{
+	if (api->conn_output_full(mc->c) || mc->pending >= MQTT_MAX_PENDING) {
+		pause_conn(mc);
+		return 0;
+	}
+	if (mc->paused) {
+		mc->paused = 0;
+		api->conn_resume(mc->c);
+	}
+	return 1;
+}
+
 static void
 parse_loop(struct mqtt_conn *mc)
 {
 	uint32_t max = mc->l->max_packet_size;
 
-	while (!mc->closing && mc->c != NULL) {
+	/* After conn_block_input the rest of the input waits: the
+	 * overshoot into a full subscriber stays one packet per publisher. */
+	while (!mc->closing && mc->c != NULL && !mc->in_blocked) {
 		size_t avail, total = 0;
 		const uint8_t *buf;
 		uint8_t reason = 0;
 		int rc;
 
-		if (api->conn_output_full(mc->c) ||
-		    mc->pending >= MQTT_MAX_PENDING) {
-			pause_conn(mc);
+		if (!may_read(mc))
 			return;
-		}
-		if (mc->paused) {
-			mc->paused = 0;
-			api->conn_resume(mc->c);
-		}
 		avail = api->conn_input_len(mc->c);
 		if (avail == 0)
 			return;
@@ -1478,6 +1563,15 @@ parse(struct mqtt_conn *mc)
 {
 	if (mc->parsing)
 		return;
+	if (!mc->in_input) {
+		/* Outside conn_input (a publish completed, the output
+		 * drained): only lift our pause.  The host then runs
+		 * conn_input for buffered input on a fresh loop turn, where
+		 * deliveries know their publisher (conn_block_input). */
+		if (mc->paused && mc->c != NULL && !mc->closing)
+			(void)may_read(mc);
+		return;
+	}
 	mc->parsing = 1;
 	parse_loop(mc);
 	mc->parsing = 0;
@@ -1505,6 +1599,8 @@ mqtt_create(pmq_instance *inst)
 	l->retain_available = 1;
 	l->persistent_client_expiration_ms = -1;
 	l->sys_interval_s = 10;
+	l->qos0_block = 1;
+	l->queue_block = 1;
 	n_listeners++;
 	return l;
 }
@@ -1604,6 +1700,23 @@ mqtt_configure(void *st, const char *key, const char *value, char *err,
 		l->sys_interval_s = n;
 		return PMQ_OK;
 	}
+	if (strcmp(key, "qos0_full") == 0 || strcmp(key, "queue_full") == 0) {
+		uint8_t block;
+
+		if (strcmp(value, "block") == 0) {
+			block = 1;
+		} else if (strcmp(value, "drop") == 0) {
+			block = 0;
+		} else {
+			snprintf(err, err_len, "%s: want block or drop", key);
+			return PMQ_ERR_CONFIG;
+		}
+		if (strcmp(key, "qos0_full") == 0)
+			l->qos0_block = block;
+		else
+			l->queue_block = block;
+		return PMQ_OK;
+	}
 	return PMQ_ERR_NOTFOUND;
 }
 
@@ -1627,9 +1740,18 @@ static void
 mqtt_destroy(void *st)
 {
 	free(st);
-	/* Sessions are shared by the listeners: the last one frees them. */
-	if (--n_listeners == 0)
+	/* Sessions, the keepalive timer and the encode buffer are shared by
+	 * the listeners: the last one frees them. */
+	if (--n_listeners == 0) {
 		sessions_free_all();
+		if (ka_timer != NULL) {
+			api->timer_free(ka_timer);
+			ka_timer = NULL;
+		}
+		ka_list = NULL;
+		mqtt_buf_free(&ob);
+		mqtt_buf_init(&ob);
+	}
 }
 
 static void *
@@ -1647,14 +1769,15 @@ mqtt_conn_open(void *st, pmq_conn *c)
 	mc->c = c;
 	mc->refs = 1;
 	mc->problem_info = 1;
-	mqtt_buf_init(&mc->ob);
-	mc->ka_timer = api->timer_new(ka_cb, mc);
-	if (mc->ka_timer == NULL) {
+	if (ka_timer == NULL &&
+	    (ka_timer = api->timer_new(ka_tick, NULL)) == NULL) {
+		api->log(l->inst, PMQ_LOG_ERROR, "%s: %s: no timer",
+		         __func__, api->conn_peer(c));
 		free(mc);
 		return NULL;
 	}
-	api->timer_start(mc->ka_timer, MQTT_CONNECT_TIMEOUT_MS, 0);
-	mc->last_rx_ms = api->monotonic_ms();
+	mc->last_rx_ms = (uint32_t)api->monotonic_ms();
+	ka_link(mc); /* the CONNECT deadline */
 	return mc;
 }
 
@@ -1662,13 +1785,43 @@ static void
 mqtt_conn_input(void *st, void *cs, pmq_conn *c)
 {
 	struct mqtt_conn *mc = cs;
+	struct mqtt_conn *outer = cur_input;
 
 	(void)st;
 	if (mc->closing) {
 		api->conn_input_drain(c, api->conn_input_len(c));
 		return;
 	}
+	/* The host reads us again: a block (if any) is over. */
+	mc->in_blocked = 0;
+	mc->in_input = 1;
+	cur_input = mc;
 	parse(mc);
+	cur_input = outer;
+	mc->in_input = 0;
+}
+
+int
+mqtt_block_publisher(struct mqtt_conn *sub)
+{
+	struct mqtt_listener *l = sub->l;
+	size_t len = api->conn_output_len(sub->c);
+
+	/* Past about twice output_high_water the message is dropped after
+	 * all: each blocked publisher adds one packet, and many publishers
+	 * (or huge packets) must not grow the output without bound.  The
+	 * host keeps the mark; full_len_min approaches it from above. */
+	if (l->full_len_min == 0 || len < l->full_len_min)
+		l->full_len_min = len;
+	if (len / 2 > l->full_len_min)
+		return 0;
+	if (!PMQ_HAS(api, struct pmq_host_api, conn_block_input) ||
+	    api->conn_block_input == NULL ||
+	    api->conn_block_input(sub->c) == 0)
+		return 0;
+	if (cur_input != NULL)
+		cur_input->in_blocked = 1;
+	return 1;
 }
 
 static void
@@ -1692,8 +1845,7 @@ mqtt_conn_closed(void *st, void *cs, int reason)
 	uint16_t i;
 
 	(void)st;
-	api->timer_free(mc->ka_timer);
-	mc->ka_timer = NULL;
+	ka_unlink(mc);
 	if (mc->connected)
 		mqtt_stat_connected--;
 	mc->closing = 1;

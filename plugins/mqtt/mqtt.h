@@ -36,6 +36,13 @@ struct mqtt_listener {
 	int retain_available;
 	int64_t persistent_client_expiration_ms; /* -1: never */
 	int64_t sys_interval_s;     /* 0: no $SYS */
+	/* qos0_full / queue_full = block (1) or drop (0). */
+	uint8_t qos0_block;
+	uint8_t queue_block;
+	/* The smallest output length seen with conn_output_full true: an
+	 * estimate (from above) of output_high_water, which only the host
+	 * knows, for the hard bound of qos0_full = block (2x it). */
+	size_t full_len_min;
 };
 
 /* An outgoing QoS 1/2 message of a session: queued, then inflight. */
@@ -48,6 +55,8 @@ enum mqtt_out_state {
 struct mqtt_out {
 	struct mqtt_out *next;
 	pmq_msg *m;          /* one reference */
+	pmq_hold *hold;      /* queue_full = block: the publish waits for the
+	                      * queue to fall below half its limit */
 	uint32_t *sub_ids;   /* owned copy */
 	uint32_t n_sub_ids;
 	uint64_t seq;        /* key suffix in "mqtt.queue" */
@@ -84,31 +93,35 @@ struct mqtt_conn;
  */
 struct mqtt_session {
 	struct mqtt_session *hnext; /* hash chain */
-	char *id;                   /* owned, NUL-terminated client id */
-	size_t id_len;
 	pmq_client *cl;
 	struct mqtt_conn *mc;       /* NULL while offline */
 	struct mqtt_listener *l;    /* limits of the last connection */
-	uint8_t version;            /* of the last connection */
 	int64_t expiry_ms;          /* session expiry interval; -1 never */
 	int64_t offline_since_ms;   /* wall clock, for persisted expiry */
 	pmq_timer *expiry_timer;
 	struct mqtt_outq inflight;
 	struct mqtt_outq queue;
 	uint64_t queued_bytes;
-	uint16_t next_pid;
 	uint64_t next_seq;
 	/* Incoming QoS 2 packet ids received and not yet released. */
 	uint16_t *in_qos2;
 	uint32_t n_in_qos2, cap_in_qos2;
 	struct mqtt_sub *subs;
 	pmq_msg *will;              /* pending will, one reference */
-	uint32_t will_delay_s;
 	pmq_timer *will_timer;
 	uint64_t dropped;
+	uint32_t will_delay_s;
+	uint32_t n_held;            /* queued messages with a hold */
+	uint16_t next_pid;
+	uint16_t id_len;            /* MQTT strings are at most 65535 */
+	uint8_t version;            /* of the last connection */
 	unsigned drop_logged:1;
+	unsigned block_logged:1;    /* qos0_full = block happened (logged) */
 	unsigned stored:1;          /* a record is in "mqtt.sessions" */
 	unsigned will_stored:1;     /* the will is in "mqtt.wills" */
+	/* The client id, NUL-terminated, in the same block (one allocation
+	 * less per session). */
+	char id[];
 };
 
 /* One network connection speaking MQTT. */
@@ -116,8 +129,25 @@ struct mqtt_conn {
 	struct mqtt_listener *l;
 	pmq_conn *c;                /* NULL after conn_closed */
 	struct mqtt_session *s;     /* NULL before CONNECT, after takeover */
+	/* The list the plugin-wide keepalive timer scans (mqtt.c); one
+	 * timer for all connections instead of one each. */
+	struct mqtt_conn *ka_next, **ka_pprev;
+	char **out_alias;           /* topics we aliased, index alias - 1 */
+	char **in_alias;            /* client aliases, l->topic_alias_max;
+	                             * allocated at the first one */
 	unsigned refs;              /* the conn + each pending publish */
-	unsigned pending;           /* publishes waiting for their done */
+	/* Monotonic ms of the last packet, low 32 bits: compared by their
+	 * unsigned difference, exact for idle times under 49 days (the
+	 * longest deadline is 1.5 x 65535 s). */
+	uint32_t last_rx_ms;
+	uint32_t client_max_packet; /* 0: no limit */
+	uint16_t pending;           /* publishes waiting for their done
+	                             * (reading pauses at MQTT_MAX_PENDING) */
+	uint16_t in_unacked;        /* incoming QoS 1/2 not yet acked */
+	uint16_t client_receive_max;
+	uint16_t client_alias_max;
+	uint16_t n_out_alias;
+	uint16_t keepalive_s;
 	uint8_t version;            /* 0 until CONNECT */
 	uint8_t problem_info;       /* v5 Request Problem Information */
 	unsigned paused:1;
@@ -129,17 +159,9 @@ struct mqtt_conn {
 	unsigned ordered_sends:1;   /* inside retained_send: keep order */
 	unsigned connack_wait:1;    /* CONNACK waits in a slot: deliveries
 	                             * go after it (PMQ_SEND_ORDERED) */
-	uint16_t keepalive_s;
-	int64_t last_rx_ms;         /* monotonic */
-	pmq_timer *ka_timer;
-	uint16_t client_receive_max;
-	uint32_t client_max_packet; /* 0: no limit */
-	uint16_t client_alias_max;
-	char **out_alias;           /* topics we aliased, index alias - 1 */
-	uint16_t n_out_alias;
-	char **in_alias;            /* client aliases, l->topic_alias_max */
-	uint32_t in_unacked;        /* incoming QoS 1/2 not yet acked */
-	struct mqtt_buf ob;         /* encode scratch */
+	unsigned in_input:1;        /* inside the host's conn_input */
+	unsigned in_blocked:1;      /* conn_block_input stopped our input:
+	                             * parse no further until conn_input */
 };
 
 /* ---- session.c ---- */
@@ -210,6 +232,12 @@ int mqtt_send_publish(struct mqtt_conn *mc, pmq_msg *m, uint8_t qos,
                       uint8_t retain, uint16_t pid, int dup,
                       const uint32_t *sub_ids, uint32_t n_sub_ids);
 void mqtt_send_pubrel(struct mqtt_conn *mc, uint16_t pid, uint8_t reason);
+/* qos0_full = block: a QoS 0 delivery found sub's output full.  Stops
+ * reading the publisher (the connection whose input is being parsed)
+ * until sub drains; returns 1 when the message may still be queued, 0
+ * when it must be dropped (no publisher's input to stop, or sub's output
+ * is past twice its high-water mark). */
+int mqtt_block_publisher(struct mqtt_conn *sub);
 /* Plugin-wide counters, for $SYS. */
 extern uint64_t mqtt_stat_connected, mqtt_stat_bad_packets,
     mqtt_stat_msgs_received, mqtt_stat_msgs_sent, mqtt_stat_dropped;

@@ -32,9 +32,14 @@
  * persistent subscriber; the other writes are not waited for.
  *
  * Bounds: max_queued messages and max_queued_bytes per session (queue,
- * not inflight); past them a QoS 1/2 delivery is dropped, counted in
- * host->stats_dropped and the session's counter, and logged once per
- * session.  QoS 0 is never queued for an offline client.
+ * not inflight).  Past them a QoS 1/2 delivery to an offline session (or
+ * with queue_full = drop) is dropped, counted in host->stats_dropped and
+ * the session's counter, and logged once per session; to a connected one
+ * with queue_full = block it is queued anyway and holds its publish (the
+ * publisher's ack) until the queue is down to half, so publishers slow
+ * down instead of losing messages.  QoS 0 is never queued for an offline
+ * client; for a connected one whose output is full see qos0_full
+ * (mqtt_block_publisher in mqtt.c).
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -83,23 +88,27 @@ session_find(const char *id, size_t len)
 struct mqtt_session *
 session_new(struct mqtt_listener *l, const char *id, size_t len)
 {
-	struct mqtt_session *s = calloc(1, sizeof *s);
+	struct mqtt_session *s;
 	uint32_t h = hash_id(id, len);
 
-	if (s == NULL || (s->id = malloc(len + 1)) == NULL) {
-		free(s);
+	if (len > 65535) { /* an MQTT string cannot be longer */
+		api->log(l->inst, PMQ_LOG_ERROR, "%s: client id too long",
+		         __func__);
+		return NULL;
+	}
+	s = calloc(1, sizeof *s + len + 1);
+	if (s == NULL) {
 		api->log(l->inst, PMQ_LOG_ERROR, "%s: out of memory", __func__);
 		return NULL;
 	}
 	memcpy(s->id, id, len);
 	s->id[len] = '\0';
-	s->id_len = len;
+	s->id_len = (uint16_t)len;
 	s->l = l;
 	s->next_pid = 1;
 	s->cl = api->client_new(l->inst, s->id, s);
 	if (s->cl == NULL) {
 		api->log(l->inst, PMQ_LOG_ERROR, "%s: no client", __func__);
-		free(s->id);
 		free(s);
 		return NULL;
 	}
@@ -132,7 +141,7 @@ queue_key(const struct mqtt_session *s, uint64_t seq, uint8_t *key,
 {
 	size_t i;
 
-	if (s->id_len + 9 > cap)
+	if ((size_t)s->id_len + 9 > cap)
 		return 0;
 	memcpy(key, s->id, s->id_len);
 	key[s->id_len] = '\0';
@@ -403,7 +412,7 @@ static size_t
 qos2_key(const struct mqtt_session *s, uint16_t pid, uint8_t *key,
          size_t cap)
 {
-	if (s->id_len + 3 > cap)
+	if ((size_t)s->id_len + 3 > cap)
 		return 0;
 	memcpy(key, s->id, s->id_len);
 	key[s->id_len] = '\0';
@@ -604,8 +613,42 @@ expired(pmq_msg *m)
 	return f.expiry_ms != 0 && f.expiry_ms <= api->now_ms();
 }
 
-void
-session_pump(struct mqtt_session *s)
+/* Release o's hold (queue_full = block): its publish may complete now,
+ * possibly from inside this call (the publisher's ack is sent). */
+static void
+out_unhold(struct mqtt_session *s, struct mqtt_out *o)
+{
+	pmq_hold *h = o->hold;
+
+	if (h == NULL)
+		return;
+	o->hold = NULL;
+	s->n_held--;
+	api->hold_release(h, PMQ_OK);
+}
+
+/* Release the holds of queued messages once the queue is down to half
+ * its limits (hysteresis: publishers are not woken per message), or
+ * every one when all (the session goes offline or ends). */
+static void
+holds_release(struct mqtt_session *s, int all)
+{
+	struct mqtt_out *o;
+
+	if (s->n_held == 0)
+		return;
+	if (!all && (s->queue.n > s->l->max_queued / 2 ||
+	             (s->l->max_queued_bytes != 0 &&
+	              s->queued_bytes > s->l->max_queued_bytes / 2)))
+		return;
+	/* hold_release only completes publishes elsewhere: this queue is
+	 * not changed under the walk. */
+	for (o = s->queue.head; o != NULL && s->n_held > 0; o = o->next)
+		out_unhold(s, o);
+}
+
+static void
+pump_queue(struct mqtt_session *s)
 {
 	struct mqtt_conn *mc = s->mc;
 	uint32_t limit;
@@ -622,6 +665,7 @@ session_pump(struct mqtt_session *s)
 		if (expired(o->m)) {
 			q_pop(&s->queue);
 			s->queued_bytes -= o->bytes;
+			out_unhold(s, o);
 			out_unstore(s, o);
 			out_free(o);
 			continue;
@@ -635,6 +679,7 @@ session_pump(struct mqtt_session *s)
 			return;
 		q_pop(&s->queue);
 		s->queued_bytes -= o->bytes;
+		out_unhold(s, o); /* it left the queue */
 		if (rc != PMQ_OK) {
 			/* Too big for the client (dropped per MQTT 5
 			 * 3.1.2.25), or the connection broke. */
@@ -651,6 +696,13 @@ session_pump(struct mqtt_session *s)
 		q_push(&s->inflight, o);
 		out_store_state(s, o);
 	}
+}
+
+void
+session_pump(struct mqtt_session *s)
+{
+	pump_queue(s);
+	holds_release(s, 0);
 }
 
 void
@@ -694,19 +746,34 @@ session_deliver(struct mqtt_session *s, pmq_msg *m,
 	struct pmq_msg_fields f = { .size = sizeof f };
 	struct mqtt_conn *mc = s->mc;
 	struct mqtt_out *o;
+	pmq_hold *held = NULL;
 
 	api->msg_fields(m, &f);
 	if (f.expiry_ms != 0 && f.expiry_ms <= api->now_ms())
 		return;
 	if (d->qos == 0) {
-		/* At most once: an offline or slow subscriber loses it. */
+		/* At most once: an offline subscriber loses it; a slow one
+		 * too with qos0_full = drop.  With block the message is
+		 * queued past the mark and the publisher stops reading
+		 * until this output drains (mqtt_block_publisher), unless
+		 * there is no publisher's input to stop. */
+		int full = mc != NULL && mc->c != NULL &&
+		           api->conn_output_full(mc->c);
+
 		if (mc == NULL || !mc->connected || mc->closing ||
-		    mc->c == NULL || api->conn_output_full(mc->c)) {
+		    mc->c == NULL ||
+		    (full && (!s->l->qos0_block || !mqtt_block_publisher(mc)))) {
 			if (mc != NULL)
 				drop_count(s, "QoS 0 to a slow subscriber");
 			else
 				drop_count(s, "QoS 0 to an offline client");
 			return;
+		}
+		if (full && !s->block_logged) {
+			s->block_logged = 1;
+			api->log(s->l->inst, PMQ_LOG_DEBUG,
+			         "client %s: output full, publishers wait for it "
+			         "(qos0_full = block); logged once", s->id);
 		}
 		if (mqtt_send_publish(mc, m, 0, d->retain, 0, 0, d->sub_ids,
 		                      d->n_sub_ids) == PMQ_ERR_LIMIT)
@@ -718,8 +785,17 @@ session_deliver(struct mqtt_session *s, pmq_msg *m,
 	    (s->l->max_queued_bytes != 0 &&
 	     s->queued_bytes + f.payload_len + f.topic_len >
 	         s->l->max_queued_bytes)) {
-		drop_count(s, "session queue full");
-		return;
+		/* queue_full = block, online session: queue it anyway and
+		 * hold its publish, so the publisher's ack (and with it its
+		 * Receive Maximum window) waits until the queue is down to
+		 * half.  Offline sessions drop at the limit, as Mosquitto
+		 * does; so does a delivery without a publish to hold
+		 * (retained messages). */
+		if (mc == NULL || !s->l->queue_block ||
+		    (held = hold_take(d)) == NULL) {
+			drop_count(s, "session queue full");
+			return;
+		}
 	}
 	o = calloc(1, sizeof *o);
 	if (o == NULL || (d->n_sub_ids > 0 &&
@@ -727,7 +803,13 @@ session_deliver(struct mqtt_session *s, pmq_msg *m,
 	                                       sizeof *o->sub_ids)) == NULL)) {
 		free(o);
 		drop_count(s, "out of memory");
+		if (held != NULL) /* dropped, not failed: as at the limit */
+			api->hold_release(held, PMQ_OK);
 		return;
+	}
+	if (held != NULL) {
+		o->hold = held;
+		s->n_held++;
 	}
 	if (d->n_sub_ids > 0)
 		memcpy(o->sub_ids, d->sub_ids, d->n_sub_ids * sizeof *o->sub_ids);
@@ -981,6 +1063,7 @@ session_attach(struct mqtt_session *s, struct mqtt_conn *mc)
 	s->l = mc->l;
 	s->version = mc->version;
 	s->drop_logged = 0;
+	s->block_logged = 0;
 	s->offline_since_ms = 0; /* online: a restart counts from then */
 	if (s->expiry_timer != NULL)
 		api->timer_stop(s->expiry_timer);
@@ -995,6 +1078,11 @@ session_detach(struct mqtt_session *s, int shutdown)
 	struct mqtt_out *o;
 
 	s->mc = NULL;
+	/* Publishes held for this online session's queue are acknowledged:
+	 * the message reached every subscriber there was; a session that
+	 * ends has no use for it, and a persistent one keeps it in its
+	 * (stored) queue, now under the offline drop-at-limit rule. */
+	holds_release(s, 1);
 	if (mc != NULL && mc->disconnected && !mc->will_on_disconnect &&
 	    s->will != NULL)
 		will_clear(s, 0);
@@ -1047,6 +1135,7 @@ session_free(struct mqtt_session *s, int persist, int shutdown)
 		out_free(o);
 	}
 	while ((o = q_pop(&s->queue)) != NULL) {
+		out_unhold(s, o);
 		if (persist)
 			out_unstore(s, o);
 		out_free(o);
@@ -1075,7 +1164,6 @@ session_free(struct mqtt_session *s, int persist, int shutdown)
 	(void)shutdown;
 	api->client_free(s->cl);
 	free(s->in_qos2);
-	free(s->id);
 	free(s);
 }
 

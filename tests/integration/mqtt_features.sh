@@ -29,9 +29,11 @@
 #                  3.1.1 persistent session
 #   sticky         [plexmqd] share_strategy = sticky_topic: each topic's
 #                  messages always go to the same member of the group
-#   slow_qos0      a subscriber that does not read while a publisher floods
-#                  QoS 0: the broker's memory stays bounded, the drops are
-#                  counted in $SYS/broker/messages/dropped and logged
+#   slow_qos0      qos0_full = drop: a subscriber that does not read while
+#                  a publisher floods QoS 0: the broker's memory stays
+#                  bounded, the drops are counted in
+#                  $SYS/broker/messages/dropped and logged (the default,
+#                  block, is tested by mqtt_flow.sh)
 . "$top_srcdir/tests/integration/lib.sh"
 . "$top_srcdir/tests/integration/mqtt_lib.sh"
 mq_init mqtt_features
@@ -386,5 +388,5 @@ mq_scenario queue_limit max_queued_messages 5
 mq_scenario_only plexmqd queue_bytes max_queued_bytes 300
 mq_scenario_only plexmqd client_expiration persistent_client_expiration 1s
 MQ_PLEXMQD_KEYS='share_strategy = sticky_topic' mq_scenario_only plexmqd sticky
-mq_scenario_only plexmqd slow_qos0 sys_interval 1
+mq_scenario_only plexmqd slow_qos0 sys_interval 1 qos0_full drop
 mq_finish
