@@ -11,10 +11,16 @@
  * shared finalizer event, which runs on a fresh loop turn, tells each
  * transport (conn_closed) and frees.
  *
- * Memory per idle connection (issue 6): the bufferevent and its two
- * evbuffers, struct conn_priv with the peer string in the same block;
- * the local address is formatted only when asked for, and there is no
- * per-connection finalizer event or evbuffer callback.
+ * I/O without bufferevents (issue 6): one event on the socket, embedded
+ * in the connection.  Reads take up to 64 KiB per callback (one read(2),
+ * no FIONREAD) into one static scratch area that the transport sees by
+ * reference; only bytes it leaves behind (a partial frame) are copied to
+ * the connection's own input buffer.  Sends append to an output buffer
+ * created on first use; the shared io event writes every connection's
+ * output once at the end of the loop turn (one writev for all the sends
+ * of the turn), and only a short write adds EV_WRITE.  Buffers are freed
+ * when empty, so an idle connection costs struct conn_priv (with its
+ * event and peer string) and nothing else in the core.
  */
 #include <errno.h>
 #include <limits.h>
@@ -26,8 +32,8 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/util.h>
 
 #include "conn.h"
 #include "daemon.h"
@@ -35,15 +41,23 @@
 #include "logger.h"
 #include "util.h"
 
+/* The peer string lives in the connection's own block. */
 struct conn_priv {
 	struct pmq_conn c;
-	char peer[]; /* c.peer points here */
+	char peer[];
 };
 
 struct ref_release {
 	void (*release)(void *);
 	void *arg;
 };
+
+/* io event work: write the output, run the transport on buffered input. */
+enum { CONN_WORK_FLUSH = 1, CONN_WORK_FEED = 2 };
+
+/* Bytes read per callback at most: a 16 KiB MQTT PUBLISH arrives in one
+ * callback, and one busy connection still yields to the others. */
+#define CONN_READ_MAX (64 * 1024)
 
 static uint64_t next_id = 1;
 static uint64_t bytes_in, bytes_out;
@@ -54,10 +68,18 @@ static struct pmq_conn *fin_list;
 /* The connection whose input the transport is handling right now: the
  * publisher, when a delivery finds a subscriber's output full. */
 static struct pmq_conn *cur_input;
+/* The shared io event and its list (FIFO) of connections with work. */
+static struct event *io_ev;
+static struct event_base *io_base;
+static struct pmq_conn *work_head, *work_tail;
+/* Reads land here; scratch_buf refers to it while the transport runs. */
+static char scratch[CONN_READ_MAX];
+static struct evbuffer *scratch_buf;
 
 static void conn_finalize(struct pmq_conn *c);
-static void conn_update_read(struct pmq_conn *c);
+static void conn_update_events(struct pmq_conn *c);
 static void conn_check_output(struct pmq_conn *c);
+static void conn_schedule(struct pmq_conn *c, unsigned work);
 static void unblock_all(struct pmq_conn *full);
 
 uint64_t
@@ -70,6 +92,12 @@ uint64_t
 conn_bytes_out(void)
 {
 	return bytes_out;
+}
+
+static size_t
+buf_len(const struct evbuffer *b)
+{
+	return b != NULL ? evbuffer_get_length(b) : 0;
 }
 
 static void
@@ -108,6 +136,14 @@ conn_shutdown(void)
 		event_free(fin_ev);
 	fin_ev = NULL;
 	fin_base = NULL;
+	if (io_ev != NULL)
+		event_free(io_ev);
+	io_ev = NULL;
+	io_base = NULL;
+	work_head = work_tail = NULL;
+	if (scratch_buf != NULL)
+		evbuffer_free(scratch_buf);
+	scratch_buf = NULL;
 }
 
 /* The shared finalizer event, created on first use on the daemon's base.
@@ -150,19 +186,88 @@ fin_schedule(struct pmq_conn *c)
 	 * shutdown by listener_close_all. */
 }
 
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The shared io event, like the finalizer: one per base, freed by
+ * conn_shutdown(). */
+static struct event *
+io_event(void)
+{
+	struct event_base *base = daemon_base();
+
+	if (io_ev != NULL && io_base != base) {
+		io_ev = NULL; /* see fin_event */
+		work_head = work_tail = NULL;
+	}
+	if (io_ev == NULL) {
+		io_ev = event_new(base, -1, 0, io_cb, NULL);
+		io_base = base;
+	}
+	return io_ev;
+}
+
+/* Queue work for c on the io event.  event_active from inside a callback
+ * appends the io event behind the callbacks already due this turn, so
+ * every read of the turn runs first and each connection's output leaves
+ * in one write. */
+static void
+conn_schedule(struct pmq_conn *c, unsigned work)
+{
+	struct event *ev;
+
+	if (c->dead)
+		return;
+	c->work |= work;
+	/* Already queued (io_cb reads work when it reaches c), or the list
+	 * was not empty so the event is already active: every send of a
+	 * turn would otherwise take the base lock again. */
+	if (c->on_work)
+		return;
+	c->on_work = 1;
+	c->work_next = NULL;
+	if (work_tail != NULL) {
+		work_tail->work_next = c;
+		work_tail = c;
+		return;
+	}
+	work_head = work_tail = c;
+	ev = io_event();
+	if (ev != NULL)
+		event_active(ev, EV_READ, 0);
+	/* else: cannot happen, conn_new made the event for this base. */
+}
+
+static void
+work_unlink(struct pmq_conn *c)
+{
+	struct pmq_conn **pp, *prev = NULL;
+
+	if (!c->on_work)
+		return;
+	for (pp = &work_head; *pp != NULL; prev = *pp, pp = &(*pp)->work_next)
+		if (*pp == c) {
+			*pp = c->work_next;
+			if (work_tail == c)
+				work_tail = prev;
+			break;
+		}
+	c->work_next = NULL;
+	c->on_work = 0;
+	c->work = 0;
+}
+
 /* Runs the transport's conn_input while input is waiting and the
  * connection may read. */
 static void
 conn_feed(struct pmq_conn *c)
 {
 	struct listener *ln = c->ln;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-
 	struct pmq_conn *outer = cur_input;
+	size_t left;
 
 	if (c->dead || c->closing || c->paused || c->above_hwm || c->blocked)
 		return;
-	if (evbuffer_get_length(in) == 0)
+	if (buf_len(c->in) == 0)
 		return;
 	c->in_input = 1;
 	cur_input = c;
@@ -174,23 +279,81 @@ conn_feed(struct pmq_conn *c)
 	conn_check_output(c);
 	/* A frame bigger than input_max can never be parsed: a transport
 	 * waiting for more of it would stall the connection forever. */
-	if (!c->paused && !c->above_hwm && !c->blocked &&
-	    evbuffer_get_length(in) > c->input_max) {
+	left = buf_len(c->in);
+	if (!c->paused && !c->above_hwm && !c->blocked && left > ln->input_max) {
 		logger_log(ln->inst.name, PMQ_LOG_WARN,
 		    "%s: %zu input bytes buffered, over input_max %llu: closing",
-		    c->peer, evbuffer_get_length(in),
-		    (unsigned long long)c->input_max);
+		    conn_peer(c), left, (unsigned long long)ln->input_max);
 		conn_abort(c, PMQ_CLOSE_LIMIT);
 	}
 }
 
-static void
-read_cb(struct bufferevent *bev, void *arg)
+/* The transport left part of the scratch read (a partial frame, or it
+ * paused): copy what is left into c's own buffer, since the next read
+ * reuses the scratch area. */
+static int
+keep_leftover(struct pmq_conn *c)
 {
-	struct pmq_conn *c = arg;
+	size_t left = buf_len(scratch_buf);
+	unsigned char *p;
+	int rc = 0;
 
-	(void)bev;
+	if (left > 0 && !c->dead) {
+		/* One reference chain: pullup returns it without copying. */
+		p = evbuffer_pullup(scratch_buf, (ev_ssize_t)left);
+		if (c->in == NULL)
+			c->in = evbuffer_new();
+		if (p == NULL || c->in == NULL || evbuffer_add(c->in, p, left) != 0)
+			rc = -1;
+	}
+	if (left > 0)
+		evbuffer_drain(scratch_buf, left);
+	return rc;
+}
+
+static void
+conn_read(struct pmq_conn *c)
+{
+	ssize_t n;
+
+	n = read(c->fd, scratch, sizeof scratch);
+	if (n == 0) {
+		conn_abort(c, PMQ_CLOSE_PEER);
+		return;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		logger_log(c->ln->inst.name, PMQ_LOG_DEBUG, "%s: read: %s",
+		    conn_peer(c), strerror(errno));
+		conn_abort(c, PMQ_CLOSE_ERROR);
+		return;
+	}
+	if (scratch_buf == NULL)
+		scratch_buf = evbuffer_new();
+	if (c->in == NULL && scratch_buf != NULL &&
+	    evbuffer_add_reference(scratch_buf, scratch, (size_t)n, NULL,
+	    NULL) == 0) {
+		/* The usual case, whole frames: the transport parses them in
+		 * place and nothing is copied or kept. */
+		c->in = scratch_buf;
+		conn_feed(c);
+		c->in = NULL;
+		if (keep_leftover(c) != 0)
+			goto nomem;
+		return;
+	}
+	/* A partial frame is waiting: append to it. */
+	if (c->in == NULL)
+		c->in = evbuffer_new();
+	if (c->in == NULL || evbuffer_add(c->in, scratch, (size_t)n) != 0)
+		goto nomem;
 	conn_feed(c);
+	return;
+nomem:
+	logger_log(c->ln->inst.name, PMQ_LOG_ERROR,
+	    "%s: out of memory for input: closing", conn_peer(c));
+	conn_abort(c, PMQ_CLOSE_ERROR);
 }
 
 static void
@@ -200,7 +363,7 @@ conn_maybe_finish_close(struct pmq_conn *c)
 		return;
 	if (c->slots_head != NULL)
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+	if (buf_len(c->out) != 0)
 		return;
 	conn_abort(c, PMQ_CLOSE_PLUGIN);
 }
@@ -223,7 +386,7 @@ blk_unlink(struct pmq_conn *c)
 }
 
 /* full drained or went away: every connection blocked on it reads again
- * (on a fresh loop turn, through the read trigger, not re-entering their
+ * (buffered input is fed from the io event, not by re-entering their
  * transport from inside this one's callback). */
 static void
 unblock_all(struct pmq_conn *full)
@@ -237,20 +400,19 @@ unblock_all(struct pmq_conn *full)
 		b->blocked = 0;
 		if (b->dead)
 			continue;
-		conn_update_read(b);
-		if (evbuffer_get_length(bufferevent_get_input(b->bev)) > 0)
-			bufferevent_trigger(b->bev, EV_READ,
-			    BEV_TRIG_IGNORE_WATERMARKS |
-			    BEV_TRIG_DEFER_CALLBACKS);
+		conn_update_events(b);
+		if (buf_len(b->in) > 0)
+			conn_schedule(b, CONN_WORK_FEED);
 	}
 }
 
+/* After bytes left: finish a flushing close, release blocked publishers
+ * and end backpressure once output is at or below half the mark. */
 static void
-write_cb(struct bufferevent *bev, void *arg)
+conn_after_write(struct pmq_conn *c)
 {
-	struct pmq_conn *c = arg;
 	struct listener *ln = c->ln;
-	size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+	size_t len = buf_len(c->out);
 
 	if (c->dead)
 		return;
@@ -258,56 +420,145 @@ write_cb(struct bufferevent *bev, void *arg)
 		conn_maybe_finish_close(c);
 		return;
 	}
-	if (c->blockers != NULL && len <= c->output_high_water / 2)
+	if (len > c->ln->output_high_water / 2)
+		return;
+	if (c->blockers != NULL)
 		unblock_all(c);
-	if (c->above_hwm && len <= c->output_high_water / 2) {
+	if (c->above_hwm) {
 		c->above_hwm = 0;
 		if (ln->ops->conn_drained != NULL)
 			ln->ops->conn_drained(ln->inst.state, c->cs, c);
 		if (c->dead || c->closing)
 			return;
-		conn_update_read(c);
-		conn_feed(c);
+		conn_update_events(c);
+		if (buf_len(c->in) > 0)
+			conn_schedule(c, CONN_WORK_FEED);
+	}
+}
+
+/* Write what the kernel takes; wait for EV_WRITE only when it took less. */
+static void
+conn_flush(struct pmq_conn *c)
+{
+	int n;
+
+	if (c->dead || c->out == NULL)
+		return;
+	n = evbuffer_write(c->out, c->fd);
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		logger_log(c->ln->inst.name, PMQ_LOG_DEBUG, "%s: write: %s",
+		    conn_peer(c), strerror(errno));
+		conn_abort(c, PMQ_CLOSE_ERROR);
+		return;
+	}
+	if (evbuffer_get_length(c->out) == 0) {
+		/* Freed when empty: an idle connection holds no buffer. */
+		evbuffer_free(c->out);
+		c->out = NULL;
+		c->want_write = 0;
+	} else {
+		c->want_write = 1;
+	}
+	conn_update_events(c);
+	conn_after_write(c);
+}
+
+static void
+io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pmq_conn *c, *list = work_head;
+	unsigned work;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	/* Work queued while this runs goes on a fresh list and activates the
+	 * event again, so a busy connection cannot keep this loop going. */
+	work_head = work_tail = NULL;
+	while ((c = list) != NULL) {
+		list = c->work_next;
+		c->work_next = NULL;
+		work = c->work;
+		c->work = 0;
+		c->on_work = 0;
+		if (c->dead)
+			continue;
+		if ((work & CONN_WORK_FLUSH) && !c->want_write)
+			conn_flush(c);
+		if (work & CONN_WORK_FEED)
+			conn_feed(c);
 	}
 }
 
 static void
-event_cb(struct bufferevent *bev, short what, void *arg)
+conn_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pmq_conn *c = arg;
 
-	(void)bev;
-	if (what & BEV_EVENT_ERROR) {
-		logger_log(c->ln->inst.name, PMQ_LOG_DEBUG, "%s: socket error: %s",
-		    c->peer, strerror(EVUTIL_SOCKET_ERROR()));
-		conn_abort(c, PMQ_CLOSE_ERROR);
-	} else if (what & BEV_EVENT_EOF) {
-		conn_abort(c, PMQ_CLOSE_PEER);
-	}
+	(void)fd;
+	if ((what & EV_WRITE) && !c->dead)
+		conn_flush(c);
+	if ((what & EV_READ) && !c->dead && (c->ev_want & EV_READ))
+		conn_read(c);
 }
 
+/* Add the socket's event with the flags c needs now.  libevent 2.1 has no
+ * way to change an added event's flags, so a change is del + assign +
+ * add; it happens only when reading stops or starts or a write is short,
+ * not per message. */
 static void
-conn_update_read(struct pmq_conn *c)
+conn_update_events(struct pmq_conn *c)
 {
-	if (c->dead)
+	short want = 0;
+
+	if (!c->dead) {
+		if (!c->paused && !c->above_hwm && !c->closing && !c->blocked)
+			want |= EV_READ;
+		if (c->want_write)
+			want |= EV_WRITE;
+	}
+	if (want == c->ev_want)
 		return;
-	if (c->paused || c->above_hwm || c->closing || c->blocked)
-		bufferevent_disable(c->bev, EV_READ);
-	else
-		bufferevent_enable(c->bev, EV_READ);
+	if (c->ev_want != 0)
+		event_del(&c->ev);
+	c->ev_want = 0;
+	if (want == 0)
+		return;
+	if (event_assign(&c->ev, daemon_base(), c->fd, want | EV_PERSIST,
+	    conn_ev_cb, c) != 0 || event_add(&c->ev, NULL) != 0) {
+		logger_log(c->ln->inst.name, PMQ_LOG_ERROR,
+		    "%s: cannot watch the socket: closing", conn_peer(c));
+		conn_abort(c, PMQ_CLOSE_ERROR);
+		return;
+	}
+	c->ev_want = want;
 }
 
 /* After output grew: note when it passes the high-water mark, so reading
- * stops (backpressure) until the peer drains it. */
+ * stops (backpressure) until the peer drains it; and have it written at
+ * the end of the loop turn. */
 static void
 conn_check_output(struct pmq_conn *c)
 {
-	size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+	size_t len = buf_len(c->out);
 
-	if (!c->above_hwm && len >= c->output_high_water) {
+	if (len == 0)
+		return;
+	if (!c->want_write)
+		conn_schedule(c, CONN_WORK_FLUSH);
+	if (!c->above_hwm && len >= c->ln->output_high_water) {
 		c->above_hwm = 1;
-		conn_update_read(c);
+		conn_update_events(c);
 	}
+}
+
+/* The output buffer, created on first use. */
+static struct evbuffer *
+conn_out(struct pmq_conn *c)
+{
+	if (c->out == NULL)
+		c->out = evbuffer_new();
+	return c->out;
 }
 
 struct pmq_conn *
@@ -321,35 +572,23 @@ conn_new(struct listener *ln, int fd, const char *peer)
 	if (plen > 63)
 		plen = 63;
 	p = calloc(1, sizeof *p + plen + 1);
-	if (p == NULL) {
+	if (p == NULL || fin_event() == NULL || io_event() == NULL ||
+	    evutil_make_socket_nonblocking(fd) != 0) {
 		close(fd);
+		free(p);
 		listener_conn_gone(ln);
-		logger_log(ln->inst.name, PMQ_LOG_ERROR, "%s: out of memory", peer);
+		logger_log(ln->inst.name, PMQ_LOG_ERROR,
+		    "%s: out of memory or bad socket", peer);
 		return NULL;
 	}
 	c = &p->c;
 	c->ln = ln;
+	c->fd = fd;
 	c->id = next_id++;
 	memcpy(p->peer, peer, plen);
 	p->peer[plen] = '\0';
-	c->peer = p->peer;
-	c->output_high_water = ln->output_high_water;
-	c->input_max = ln->input_max;
 	/* Latency over packet count: replies are small and must not wait. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	c->bev = bufferevent_socket_new(daemon_base(), fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL || fin_event() == NULL) {
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			close(fd);
-		free(p);
-		listener_conn_gone(ln);
-		logger_log(ln->inst.name, PMQ_LOG_ERROR, "%s: out of memory", peer);
-		return NULL;
-	}
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, c->output_high_water / 2, 0);
 	c->next = ln->conns;
 	if (ln->conns != NULL)
 		ln->conns->prev = c;
@@ -361,11 +600,10 @@ conn_new(struct listener *ln, int fd, const char *peer)
 		    peer);
 		/* The transport never saw this connection: no conn_closed. */
 		c->dead = 1;
-		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 		fin_schedule(c);
 		return NULL;
 	}
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_update_events(c);
 	return c;
 }
 
@@ -378,7 +616,7 @@ conn_abort(struct pmq_conn *c, int reason)
 		return;
 	c->dead = 1;
 	c->close_reason = reason;
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	conn_update_events(c); /* dead: the event is deleted */
 	blk_unlink(c);
 	unblock_all(c);
 	/* Slots the transport still holds stay allocated until it closes them;
@@ -403,6 +641,9 @@ conn_finalize(struct pmq_conn *c)
 	struct conn_priv *p = (struct conn_priv *)c;
 
 	fin_unlink(c);
+	work_unlink(c);
+	if (c->ev_want != 0)
+		event_del(&c->ev);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -413,7 +654,13 @@ conn_finalize(struct pmq_conn *c)
 	listener_conn_gone(ln);
 	if (c->cs != NULL)
 		ln->ops->conn_closed(ln->inst.state, c->cs, c->close_reason);
-	bufferevent_free(c->bev);
+	/* Unsent output goes with the connection; its references are
+	 * released here. */
+	if (c->in != NULL && c->in != scratch_buf)
+		evbuffer_free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	close(c->fd);
 	free(c->local);
 	free(p);
 }
@@ -431,52 +678,58 @@ conn_input_len(pmq_conn *c)
 {
 	if (c->dead)
 		return 0;
-	return evbuffer_get_length(bufferevent_get_input(c->bev));
+	return buf_len(c->in);
 }
 
 const void *
 conn_input_peek(pmq_conn *c, size_t n)
 {
-	struct evbuffer *in;
-
 	if (c->dead)
 		return NULL;
-	in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < n || n > (size_t)SSIZE_MAX)
+	if (buf_len(c->in) < n || n > (size_t)SSIZE_MAX)
 		return NULL;
 	if (n == 0)
 		return "";
-	return evbuffer_pullup(in, (ev_ssize_t)n);
+	return evbuffer_pullup(c->in, (ev_ssize_t)n);
 }
 
 ssize_t
 conn_input_find(pmq_conn *c, const void *needle, size_t len, size_t max_scan)
 {
-	struct evbuffer *in;
 	struct evbuffer_ptr end, found;
 	size_t have;
 
 	if (c->dead || len == 0)
 		return -1;
-	in = bufferevent_get_input(c->bev);
-	have = evbuffer_get_length(in);
+	have = buf_len(c->in);
 	if (max_scan > have)
 		max_scan = have;
 	if (max_scan < len)
 		return -1;
-	if (evbuffer_ptr_set(in, &end, max_scan, EVBUFFER_PTR_SET) != 0)
+	if (evbuffer_ptr_set(c->in, &end, max_scan, EVBUFFER_PTR_SET) != 0)
 		return -1;
-	found = evbuffer_search_range(in, needle, len, NULL, &end);
+	found = evbuffer_search_range(c->in, needle, len, NULL, &end);
 	return found.pos < 0 ? -1 : (ssize_t)found.pos;
 }
 
 void
 conn_input_drain(pmq_conn *c, size_t n)
 {
-	if (c->dead)
+	size_t have;
+
+	if (c->dead || c->in == NULL)
 		return;
-	evbuffer_drain(bufferevent_get_input(c->bev), n);
+	have = evbuffer_get_length(c->in);
+	if (n > have)
+		n = have;
+	evbuffer_drain(c->in, n);
 	bytes_in += n;
+	/* An idle connection holds no input buffer (the scratch one is
+	 * shared and stays). */
+	if (n == have && c->in != scratch_buf) {
+		evbuffer_free(c->in);
+		c->in = NULL;
+	}
 }
 
 /* A closed slot at the tail carrying data, so ordered sends queue behind
@@ -502,24 +755,44 @@ slot_new(struct pmq_conn *c)
 	return s;
 }
 
-static void
+static int
 slots_flush(struct pmq_conn *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct pmq_slot *s;
+	int rc = PMQ_OK;
 
 	while ((s = c->slots_head) != NULL && s->closed) {
+		size_t len = evbuffer_get_length(s->buf);
+
+		if (len > 0 && c->out == NULL) {
+			/* The first slot's buffer becomes the output: no copy,
+			 * no new buffer. */
+			c->out = s->buf;
+			s->buf = NULL;
+		} else if (len > 0 && evbuffer_add_buffer(c->out, s->buf) != 0) {
+			rc = PMQ_ERR_NOMEM;
+			break;
+		}
 		c->slots_head = s->next;
 		if (c->slots_head == NULL)
 			c->slots_tail = NULL;
-		bytes_out += evbuffer_get_length(s->buf);
-		evbuffer_add_buffer(out, s->buf);
-		evbuffer_free(s->buf);
+		bytes_out += len;
+		if (s->buf != NULL)
+			evbuffer_free(s->buf);
 		free(s);
+	}
+	if (rc != PMQ_OK) {
+		/* Bytes can no longer leave in order: the connection is of no
+		 * use to its peer. */
+		logger_log(c->ln->inst.name, PMQ_LOG_ERROR,
+		    "%s: out of memory for output: closing", conn_peer(c));
+		conn_abort(c, PMQ_CLOSE_ERROR);
+		return rc;
 	}
 	conn_check_output(c);
 	if (c->closing)
 		conn_maybe_finish_close(c);
+	return PMQ_OK;
 }
 
 static struct evbuffer *
@@ -527,7 +800,7 @@ ordered_target(struct pmq_conn *c, unsigned flags, struct pmq_slot **tmp)
 {
 	*tmp = NULL;
 	if ((flags & PMQ_SEND_NOW) || c->slots_head == NULL)
-		return bufferevent_get_output(c->bev);
+		return conn_out(c);
 	*tmp = slot_new(c);
 	return *tmp != NULL ? (*tmp)->buf : NULL;
 }
@@ -608,7 +881,7 @@ conn_output_len(pmq_conn *c)
 
 	if (c->dead)
 		return 0;
-	n = evbuffer_get_length(bufferevent_get_output(c->bev));
+	n = buf_len(c->out);
 	for (s = c->slots_head; s != NULL; s = s->next)
 		n += evbuffer_get_length(s->buf);
 	return n;
@@ -619,14 +892,14 @@ conn_output_full(pmq_conn *c)
 {
 	if (c->dead)
 		return 1;
-	return conn_output_len(c) >= c->output_high_water;
+	return conn_output_len(c) >= c->ln->output_high_water;
 }
 
 void
 conn_pause(pmq_conn *c)
 {
 	c->paused = 1;
-	conn_update_read(c);
+	conn_update_events(c);
 }
 
 void
@@ -635,12 +908,11 @@ conn_resume(pmq_conn *c)
 	if (c->dead || !c->paused)
 		return;
 	c->paused = 0;
-	conn_update_read(c);
-	/* Input may already be buffered: let the transport see it on a fresh
-	 * loop turn rather than re-entering it here. */
+	conn_update_events(c);
+	/* Input may already be buffered: let the transport see it from the
+	 * io event rather than re-entering it here. */
 	if (!c->in_input && conn_input_len(c) > 0)
-		bufferevent_trigger(c->bev, EV_READ,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		conn_schedule(c, CONN_WORK_FEED);
 }
 
 void
@@ -653,15 +925,16 @@ conn_close(pmq_conn *c, int flush)
 		return;
 	}
 	c->closing = 1;
-	conn_update_read(c);
-	bufferevent_enable(c->bev, EV_WRITE);
+	conn_update_events(c);
+	/* Output still queued is written by the io event or on EV_WRITE,
+	 * and each write ends in conn_maybe_finish_close. */
 	conn_maybe_finish_close(c);
 }
 
 const char *
 conn_peer(pmq_conn *c)
 {
-	return c->peer;
+	return ((struct conn_priv *)c)->peer;
 }
 
 const char *
@@ -673,8 +946,7 @@ conn_local(pmq_conn *c)
 
 	if (c->local != NULL)
 		return c->local;
-	if (getsockname(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
-	    &sl) == 0)
+	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0)
 		listener_format_addr((struct sockaddr *)&ss, buf, sizeof buf);
 	else
 		util_strlcpy(buf, "unknown", sizeof buf);
@@ -721,7 +993,7 @@ conn_slot_close(pmq_slot *s)
 	}
 	s->closed = 1;
 	if (c->slots_head == s)
-		slots_flush(c);
+		(void)slots_flush(c);
 }
 
 int
@@ -760,15 +1032,16 @@ conn_block_input(pmq_conn *full)
 
 	if (b == NULL || b == full || b->dead || full->dead)
 		return 0;
-	if (evbuffer_get_length(bufferevent_get_output(full->bev)) <=
-	    full->output_high_water / 2)
-		return 0; /* write_cb would not fire to release it */
+	/* Only output waiting to be written will bring the write that
+	 * releases b: at or below half the mark none would. */
+	if (buf_len(full->out) <= full->ln->output_high_water / 2)
+		return 0;
 	if (b->blocked)
 		return 1;
 	b->blocked = 1;
 	b->blocked_on = full;
 	b->blk_next = full->blockers;
 	full->blockers = b;
-	conn_update_read(b);
+	conn_update_events(b);
 	return 1;
 }

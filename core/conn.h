@@ -1,7 +1,12 @@
 /*
- * conn.h - accepted connections: input and output buffers (libevent
- * bufferevents), the output high-water mark and backpressure, in-order
- * reply slots, and a close that never frees under a running callback.
+ * conn.h - accepted connections: one libevent event on the socket, input
+ * and output evbuffers that exist only while they hold bytes, the output
+ * high-water mark and backpressure, in-order reply slots, and a close that
+ * never frees under a running callback.
+ *
+ * Sends only queue bytes: they never write to the socket or call back
+ * into a transport (conn_drained, conn_input) from inside the call; the
+ * output leaves from the shared io event at the end of the loop turn.
  *
  * Threads: loop thread only.
  */
@@ -11,10 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/event_struct.h>
+
 #include <plexmq/plexmq.h>
 
 struct listener;
-struct bufferevent;
 struct evbuffer;
 
 struct pmq_slot {
@@ -25,30 +31,43 @@ struct pmq_slot {
 };
 
 struct pmq_conn {
+	/* The socket's one event, embedded (a bufferevent with its two
+	 * events and two evbuffers cost ~940 bytes of every idle
+	 * connection).  It is added with ev_want: EV_READ while reading is
+	 * allowed, EV_WRITE only after a write came up short. */
+	struct event ev;
 	struct listener *ln;
-	struct bufferevent *bev;
+	/* NULL while empty, so an idle connection holds no buffers. */
+	struct evbuffer *in;
+	struct evbuffer *out;
+	int fd;
+	short ev_want;                /* flags ev is added with; 0: not added */
 	uint64_t id;
-	char *peer;                   /* stored after struct conn_priv */
 	char *local;                  /* on demand (conn_local), else NULL */
 	void *cs;                     /* the transport's connection state */
 	struct pmq_slot *slots_head;  /* open or waiting slots, in order */
 	struct pmq_slot *slots_tail;
-	uint64_t output_high_water;
-	uint64_t input_max;
+	/* output_high_water and input_max are the listener's (ln). */
 	unsigned above_hwm : 1; /* output passed the mark; drained not yet sent */
 	unsigned paused : 1;    /* the plugin called conn_pause */
 	unsigned closing : 1;   /* close requested: flushing, then gone */
 	unsigned dead : 1;      /* conn_closed delivered or scheduled */
 	unsigned in_input : 1;  /* inside the transport's conn_input */
+	unsigned want_write : 1; /* out waits for EV_WRITE readiness */
+	unsigned on_fin_list : 1;
+	unsigned blocked : 1;   /* conn_block_input: waiting for blocked_on */
+	unsigned work : 2;      /* CONN_WORK_* queued for the io event */
+	unsigned on_work : 1;   /* on the io event's list */
 	int close_reason;
 	struct pmq_conn *prev, *next; /* the listener's list */
 	/* Dead connections waiting for the one shared finalizer event (a
 	 * per-connection event cost ~150 bytes of every idle connection). */
 	struct pmq_conn *fin_prev, *fin_next;
-	unsigned on_fin_list : 1;
-	/* conn_block_input: this connection stopped reading until
-	 * blocked_on's output drains (blk_next links blocked_on's list). */
-	unsigned blocked : 1;
+	/* Connections with output to write or input to feed at the end of
+	 * the loop turn, on the shared io event's list (no per-connection
+	 * timer or deferred callback). */
+	struct pmq_conn *work_next;
+	/* conn_block_input: blk_next links blocked_on's list of blockers. */
 	struct pmq_conn *blocked_on;
 	struct pmq_conn *blk_next;
 	struct pmq_conn *blockers; /* connections waiting for our output */
@@ -87,12 +106,12 @@ int conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
 int conn_block_input(pmq_conn *full);
 
 /* Finalize closed connections still waiting and free the shared
- * finalizer event; call before the event base is freed. */
+ * finalizer and io events; call before the event base is freed. */
 void conn_shutdown(void);
 
 /* Counters for pmq_stats.  Bytes out are counted when they are queued on
- * the socket's output buffer (ordered sends once their slots close), not
- * when the kernel takes them: no per-connection evbuffer callback. */
+ * the connection's output buffer (ordered sends once their slots close),
+ * not when the kernel takes them; bytes in when the transport drains them. */
 uint64_t conn_bytes_in(void);
 uint64_t conn_bytes_out(void);
 

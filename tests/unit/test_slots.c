@@ -3,7 +3,14 @@
  * of order still leave in the order they were opened, ordered sends wait
  * behind open slots, PMQ_SEND_NOW does not, a slot outlives its connection
  * safely, and output over the high-water mark reports full and drains.
- * Drives core/conn.c over a socketpair with a stub transport.
+ * Also: bytes sent by reference (conn_slot_send_ref, conn_send_ref) keep
+ * slot order and are released exactly once, also when the connection
+ * dies; conn_block_input stops a publisher until the full connection
+ * drains or either one goes away; a large read reaches the transport in
+ * one callback, a partial frame is kept across reads, a resumed
+ * connection sees its buffered input on a later callback, and an idle
+ * connection holds no buffers.
+ * Drives core/conn.c over socketpairs with a stub transport.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +34,15 @@
 #include "listener.h"
 
 static int closed_calls, closed_reason, drained_calls, input_calls;
+/* t_input: with need > 0, consume only whole frames of need bytes that
+ * start with 'F' (checked through peek); block_target: call
+ * conn_block_input on it and keep the result in block_rc. */
+static size_t need;
+static int frames_ok;
+static pmq_conn *block_target;
+static int block_rc;
+/* t_input: pause and consume nothing, once. */
+static int pause_next;
 
 static void *
 t_create(pmq_instance *inst)
@@ -54,7 +71,24 @@ static void
 t_input(void *st, void *cs, pmq_conn *c)
 {
 	input_calls++;
-	conn_input_drain(c, conn_input_len(c));
+	if (pause_next) {
+		pause_next = 0;
+		conn_pause(c);
+		return;
+	}
+	if (need > 0) {
+		while (conn_input_len(c) >= need) {
+			const char *p = conn_input_peek(c, need);
+
+			if (p != NULL && p[0] == 'F' && p[need - 1] == 'E')
+				frames_ok++;
+			conn_input_drain(c, need);
+		}
+	} else {
+		conn_input_drain(c, conn_input_len(c));
+	}
+	if (block_target != NULL)
+		block_rc = conn_block_input(block_target);
 }
 
 static void
@@ -94,6 +128,8 @@ struct fixture {
 	struct listener ln;
 	int peer;          /* our end of the socketpair */
 	struct pmq_conn *c;
+	int peer2;         /* a second connection, when a test makes one */
+	struct pmq_conn *c2;
 };
 
 static int
@@ -117,7 +153,13 @@ setup(void **state)
 	f->peer = sv[0];
 	f->c = conn_new(&f->ln, sv[1], "peer");
 	assert_non_null(f->c);
+	f->peer2 = -1;
 	closed_calls = drained_calls = input_calls = 0;
+	need = 0;
+	frames_ok = 0;
+	block_target = NULL;
+	block_rc = -1;
+	pause_next = 0;
 	*state = f;
 	return 0;
 }
@@ -129,6 +171,8 @@ teardown(void **state)
 
 	listener_close_all(&f->ln);
 	close(f->peer);
+	if (f->peer2 >= 0)
+		close(f->peer2);
 	conn_shutdown();
 	event_base_free(f->base);
 	daemon_set_base(NULL);
@@ -136,25 +180,62 @@ teardown(void **state)
 	return 0;
 }
 
-/* Run the loop until want bytes arrived at the peer or 5 s passed. */
+/* Run the loop until want bytes arrived at fd or 5 s passed. */
 static size_t
-read_peer(struct fixture *f, char *buf, size_t want)
+read_fd(struct fixture *f, int fd, char *buf, size_t want)
 {
 	size_t got = 0;
 	int i;
 
 	for (i = 0; i < 500 && got < want; i++) {
-		struct pollfd p = { f->peer, POLLIN, 0 };
+		struct pollfd p = { fd, POLLIN, 0 };
 		ssize_t n;
 
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
 		if (poll(&p, 1, 10) == 1) {
-			n = read(f->peer, buf + got, want - got);
+			n = read(fd, buf + got, want - got);
 			if (n > 0)
 				got += (size_t)n;
 		}
 	}
 	return got;
+}
+
+static size_t
+read_peer(struct fixture *f, char *buf, size_t want)
+{
+	return read_fd(f, f->peer, buf, want);
+}
+
+/* Run the loop until *counter reaches want or 5 s passed. */
+static void
+loop_until(struct fixture *f, const int *counter, int want)
+{
+	int i;
+
+	for (i = 0; i < 500 && *counter < want; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		if (*counter < want)
+			(void)poll(NULL, 0, 10);
+	}
+}
+
+static void
+count_release(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* A second connection in the fixture. */
+static void
+open_second(struct fixture *f)
+{
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	f->peer2 = sv[0];
+	f->c2 = conn_new(&f->ln, sv[1], "peer2");
+	assert_non_null(f->c2);
 }
 
 /* Nothing arrives within a few loop turns. */
@@ -281,6 +362,264 @@ test_flush_close_waits_for_slots(void **state)
 	assert_int_equal(closed_reason, PMQ_CLOSE_PLUGIN);
 }
 
+
+static void
+test_send_ref_keeps_slot_order(void **state)
+{
+	struct fixture *f = *state;
+	static const char bb[] = "BB", cc[] = "C", nn[] = "N";
+	int rel_b = 0, rel_c = 0, rel_n = 0;
+	pmq_slot *a, *b;
+	char buf[8];
+
+	a = conn_slot_open(f->c);
+	b = conn_slot_open(f->c);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(conn_slot_send_ref(b, bb, 2, count_release, &rel_b),
+	    PMQ_OK);
+	conn_slot_close(b);
+	assert_int_equal(conn_send_ref(f->c, cc, 1, count_release, &rel_c,
+	    PMQ_SEND_ORDERED), PMQ_OK);
+	assert_int_equal(conn_send_ref(f->c, nn, 1, count_release, &rel_n,
+	    PMQ_SEND_NOW), PMQ_OK);
+	assert_int_equal(read_peer(f, buf, 1), 1);
+	assert_int_equal(buf[0], 'N');
+	assert_int_equal(rel_n, 1);
+	assert_nothing_pending(f); /* a still open */
+	assert_int_equal(rel_b + rel_c, 0);
+	assert_int_equal(conn_slot_send(a, "A", 1), PMQ_OK);
+	conn_slot_close(a);
+	assert_int_equal(read_peer(f, buf, 4), 4);
+	assert_memory_equal(buf, "ABBC", 4);
+	assert_nothing_pending(f);
+	assert_int_equal(rel_b, 1);
+	assert_int_equal(rel_c, 1);
+	assert_int_equal(rel_n, 1);
+	/* Everything left: no buffer is kept for an idle connection. */
+	assert_null(f->c->out);
+	assert_null(f->c->in);
+}
+
+static void
+test_send_ref_released_when_conn_gone(void **state)
+{
+	struct fixture *f = *state;
+	static const char x[] = "x";
+	int rel_open = 0, rel_closed = 0, rel_now = 0, rel_late = 0;
+	pmq_slot *a, *b;
+
+	a = conn_slot_open(f->c);
+	b = conn_slot_open(f->c);
+	assert_int_equal(conn_slot_send_ref(a, x, 1, count_release, &rel_open),
+	    PMQ_OK);
+	assert_int_equal(conn_slot_send_ref(b, x, 1, count_release,
+	    &rel_closed), PMQ_OK);
+	conn_slot_close(b); /* waits behind a */
+	assert_int_equal(conn_send_ref(f->c, x, 1, count_release, &rel_now,
+	    PMQ_SEND_NOW), PMQ_OK);
+	/* Dies before the loop ran: nothing was written. */
+	conn_close(f->c, 0);
+	assert_int_equal(rel_closed, 1); /* b was ours to free */
+	assert_int_equal(rel_open, 0);   /* a is still the transport's */
+	loop_until(f, &closed_calls, 1);
+	assert_int_equal(closed_calls, 1);
+	assert_int_equal(closed_reason, PMQ_CLOSE_PLUGIN);
+	assert_int_equal(rel_now, 1);
+	/* A late completion writes into the dead slot: released at once. */
+	assert_int_equal(conn_slot_send_ref(a, x, 1, count_release, &rel_late),
+	    PMQ_ERR_CLOSED);
+	assert_int_equal(rel_late, 1);
+	conn_slot_close(a);
+	assert_int_equal(rel_open, 1);
+	assert_int_equal(rel_closed, 1);
+	assert_int_equal(rel_now, 1);
+	assert_int_equal(rel_late, 1);
+}
+
+/* Queue far more output on c2 than the socket takes, so it stays over
+ * half its mark until its peer reads. */
+static size_t
+fill_second(struct fixture *f)
+{
+	static char chunk[65536];
+	size_t total = 0;
+	int i;
+
+	memset(chunk, 'z', sizeof chunk);
+	for (i = 0; i < 32; i++) {
+		assert_int_equal(conn_send(f->c2, chunk, sizeof chunk, 0), PMQ_OK);
+		total += sizeof chunk;
+	}
+	return total;
+}
+
+/* Read everything c2 sends until total bytes came. */
+static void
+drain_second(struct fixture *f, size_t total)
+{
+	static char buf[65536];
+	size_t got = 0;
+	int i;
+
+	for (i = 0; i < 2000 && got < total; i++)
+		got += read_fd(f, f->peer2, buf, total - got < sizeof buf ?
+		    total - got : sizeof buf);
+	assert_int_equal(got, total);
+}
+
+static void
+test_block_input_until_drained(void **state)
+{
+	struct fixture *f = *state;
+	size_t total;
+	int i;
+
+	open_second(f);
+	total = fill_second(f);
+	block_target = f->c2;
+	assert_int_equal(write(f->peer, "a", 1), 1);
+	loop_until(f, &input_calls, 1);
+	assert_int_equal(input_calls, 1);
+	assert_int_equal(block_rc, 1);
+	block_target = NULL;
+	/* Blocked: new input is not read. */
+	assert_int_equal(write(f->peer, "b", 1), 1);
+	for (i = 0; i < 20; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		(void)poll(NULL, 0, 2);
+	}
+	assert_int_equal(input_calls, 1);
+	/* The full one drains below half its mark: reading resumes. */
+	drain_second(f, total);
+	loop_until(f, &input_calls, 2);
+	assert_int_equal(input_calls, 2);
+	assert_int_equal(closed_calls, 0);
+}
+
+static void
+test_block_input_full_dies(void **state)
+{
+	struct fixture *f = *state;
+
+	signal(SIGPIPE, SIG_IGN); /* c2's write finds its peer gone */
+	open_second(f);
+	(void)fill_second(f);
+	block_target = f->c2;
+	assert_int_equal(write(f->peer, "a", 1), 1);
+	loop_until(f, &input_calls, 1);
+	assert_int_equal(block_rc, 1);
+	block_target = NULL;
+	assert_int_equal(write(f->peer, "b", 1), 1);
+	close(f->peer2);
+	f->peer2 = -1;
+	loop_until(f, &closed_calls, 1);
+	assert_int_equal(closed_calls, 1);
+	assert_int_equal(closed_reason, PMQ_CLOSE_ERROR);
+	/* The blocked one reads again and sees what waited. */
+	loop_until(f, &input_calls, 2);
+	assert_int_equal(input_calls, 2);
+}
+
+static void
+test_block_input_blocked_dies(void **state)
+{
+	struct fixture *f = *state;
+	size_t total;
+
+	open_second(f);
+	total = fill_second(f);
+	block_target = f->c2;
+	assert_int_equal(write(f->peer, "a", 1), 1);
+	loop_until(f, &input_calls, 1);
+	assert_int_equal(block_rc, 1);
+	block_target = NULL;
+	conn_close(f->c, 0); /* the blocked one goes away */
+	loop_until(f, &closed_calls, 1);
+	assert_int_equal(closed_calls, 1);
+	/* The full one drains without touching it (ASan would see). */
+	drain_second(f, total);
+	loop_until(f, &drained_calls, 1);
+	assert_int_equal(drained_calls, 1);
+	assert_int_equal(closed_calls, 1);
+}
+
+static void
+test_large_read_one_callback(void **state)
+{
+	struct fixture *f = *state;
+	static char big[40000];
+	uint64_t before = conn_bytes_in();
+	int i;
+
+	memset(big, 'y', sizeof big);
+	assert_int_equal(write(f->peer, big, sizeof big), (ssize_t)sizeof big);
+	for (i = 0; i < 500 && conn_bytes_in() - before < sizeof big; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		(void)poll(NULL, 0, 2);
+	}
+	assert_int_equal(conn_bytes_in() - before, sizeof big);
+	assert_int_equal(input_calls, 1);
+	assert_null(f->c->in);
+}
+
+static void
+test_partial_frame_kept(void **state)
+{
+	struct fixture *f = *state;
+	static char frame[20000];
+
+	need = sizeof frame;
+	memset(frame, 'm', sizeof frame);
+	frame[0] = 'F';
+	frame[sizeof frame - 1] = 'E';
+	/* One and a half frames, then the rest of the second. */
+	assert_int_equal(write(f->peer, frame, sizeof frame), (ssize_t)sizeof frame);
+	assert_int_equal(write(f->peer, frame, 7000), 7000);
+	loop_until(f, &frames_ok, 1);
+	assert_int_equal(frames_ok, 1);
+	assert_int_equal(conn_input_len(f->c), 7000);
+	assert_int_equal(write(f->peer, frame + 7000, sizeof frame - 7000),
+	    (ssize_t)(sizeof frame - 7000));
+	loop_until(f, &frames_ok, 2);
+	assert_int_equal(frames_ok, 2);
+	assert_int_equal(conn_input_len(f->c), 0);
+	assert_null(f->c->in);
+}
+
+static void
+test_pause_resume_sees_buffered_input(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t before = conn_bytes_in();
+	int i;
+
+	pause_next = 1;
+	assert_int_equal(write(f->peer, "abc", 3), 3);
+	loop_until(f, &input_calls, 1);
+	assert_int_equal(input_calls, 1);
+	assert_int_equal(conn_input_len(f->c), 3);
+	/* Paused: nothing more is read. */
+	assert_int_equal(write(f->peer, "d", 1), 1);
+	for (i = 0; i < 10; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		(void)poll(NULL, 0, 2);
+	}
+	assert_int_equal(input_calls, 1);
+	assert_int_equal(conn_input_len(f->c), 3);
+	/* Resume does not re-enter the transport; a later callback sees
+	 * the buffered bytes, then the new ones. */
+	conn_resume(f->c);
+	assert_int_equal(input_calls, 1);
+	for (i = 0; i < 500 && conn_bytes_in() - before < 4; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		(void)poll(NULL, 0, 2);
+	}
+	assert_int_equal(conn_bytes_in() - before, 4);
+	assert_true(input_calls >= 2);
+	assert_null(f->c->in);
+}
+
 int
 main(void)
 {
@@ -290,6 +629,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_slot_outlives_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_high_water_and_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_close_waits_for_slots, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_ref_keeps_slot_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_ref_released_when_conn_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_block_input_until_drained, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_block_input_full_dies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_block_input_blocked_dies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_read_one_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_frame_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_resume_sees_buffered_input, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
