@@ -59,6 +59,9 @@ enum { CONN_WORK_FLUSH = 1, CONN_WORK_FEED = 2 };
  * callback, and one busy connection still yields to the others. */
 #define CONN_READ_MAX (64 * 1024)
 
+/* close_reason is a 3-bit field of struct pmq_conn. */
+_Static_assert(PMQ_CLOSE_LIMIT < 8, "PMQ_CLOSE_* outgrew conn.close_reason");
+
 static uint64_t next_id = 1;
 static uint64_t bytes_in, bytes_out;
 /* The shared finalizer: dead connections wait on fin_list (newest first). */
@@ -100,18 +103,22 @@ buf_len(const struct evbuffer *b)
 	return b != NULL ? evbuffer_get_length(b) : 0;
 }
 
+/* Connections leave the list where they joined it, at the head (fin_cb,
+ * and conn_finalize_now right after its conn_abort), so the walk stops
+ * at once in practice. */
 static void
 fin_unlink(struct pmq_conn *c)
 {
+	struct pmq_conn **pp;
+
 	if (!c->on_fin_list)
 		return;
-	if (c->fin_prev != NULL)
-		c->fin_prev->fin_next = c->fin_next;
-	else
-		fin_list = c->fin_next;
-	if (c->fin_next != NULL)
-		c->fin_next->fin_prev = c->fin_prev;
-	c->fin_prev = c->fin_next = NULL;
+	for (pp = &fin_list; *pp != NULL; pp = &(*pp)->fin_next)
+		if (*pp == c) {
+			*pp = c->fin_next;
+			break;
+		}
+	c->fin_next = NULL;
 	c->on_fin_list = 0;
 }
 
@@ -171,10 +178,7 @@ fin_schedule(struct pmq_conn *c)
 	struct event *ev;
 
 	if (!c->on_fin_list) {
-		c->fin_prev = NULL;
 		c->fin_next = fin_list;
-		if (fin_list != NULL)
-			fin_list->fin_prev = c;
 		fin_list = c;
 		c->on_fin_list = 1;
 	}
@@ -374,15 +378,26 @@ blk_unlink(struct pmq_conn *c)
 {
 	struct pmq_conn **pp;
 
-	if (c->blocked_on == NULL)
+	if (c->aux == NULL || c->aux->blocked_on == NULL)
 		return;
-	for (pp = &c->blocked_on->blockers; *pp != NULL; pp = &(*pp)->blk_next)
+	/* blocked_on has an aux: its blockers list holds c. */
+	for (pp = &c->aux->blocked_on->aux->blockers; *pp != NULL;
+	     pp = &(*pp)->aux->blk_next)
 		if (*pp == c) {
-			*pp = c->blk_next;
+			*pp = c->aux->blk_next;
 			break;
 		}
-	c->blocked_on = NULL;
-	c->blk_next = NULL;
+	c->aux->blocked_on = NULL;
+	c->aux->blk_next = NULL;
+}
+
+/* c's aux, made on first use; NULL on no memory. */
+static struct conn_aux *
+conn_aux(struct pmq_conn *c)
+{
+	if (c->aux == NULL)
+		c->aux = calloc(1, sizeof *c->aux);
+	return c->aux;
 }
 
 /* full drained or went away: every connection blocked on it reads again
@@ -393,10 +408,12 @@ unblock_all(struct pmq_conn *full)
 {
 	struct pmq_conn *b;
 
-	while ((b = full->blockers) != NULL) {
-		full->blockers = b->blk_next;
-		b->blk_next = NULL;
-		b->blocked_on = NULL;
+	if (full->aux == NULL)
+		return;
+	while ((b = full->aux->blockers) != NULL) {
+		full->aux->blockers = b->aux->blk_next;
+		b->aux->blk_next = NULL;
+		b->aux->blocked_on = NULL;
 		b->blocked = 0;
 		if (b->dead)
 			continue;
@@ -422,7 +439,7 @@ conn_after_write(struct pmq_conn *c)
 	}
 	if (len > c->ln->output_high_water / 2)
 		return;
-	if (c->blockers != NULL)
+	if (c->aux != NULL && c->aux->blockers != NULL)
 		unblock_all(c);
 	if (c->above_hwm) {
 		c->above_hwm = 0;
@@ -531,7 +548,7 @@ conn_update_events(struct pmq_conn *c)
 		conn_abort(c, PMQ_CLOSE_ERROR);
 		return;
 	}
-	c->ev_want = want;
+	c->ev_want = (unsigned)want & (EV_READ | EV_WRITE);
 }
 
 /* After output grew: note when it passes the high-water mark, so reading
@@ -615,7 +632,7 @@ conn_abort(struct pmq_conn *c, int reason)
 	if (c->dead)
 		return;
 	c->dead = 1;
-	c->close_reason = reason;
+	c->close_reason = (unsigned)reason & 7;
 	conn_update_events(c); /* dead: the event is deleted */
 	blk_unlink(c);
 	unblock_all(c);
@@ -661,7 +678,9 @@ conn_finalize(struct pmq_conn *c)
 	if (c->out != NULL)
 		evbuffer_free(c->out);
 	close(c->fd);
-	free(c->local);
+	if (c->aux != NULL)
+		free(c->aux->local);
+	free(c->aux);
 	free(p);
 }
 
@@ -944,14 +963,16 @@ conn_local(pmq_conn *c)
 	socklen_t sl = sizeof ss;
 	char buf[64];
 
-	if (c->local != NULL)
-		return c->local;
+	if (c->aux != NULL && c->aux->local != NULL)
+		return c->aux->local;
 	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0)
 		listener_format_addr((struct sockaddr *)&ss, buf, sizeof buf);
 	else
 		util_strlcpy(buf, "unknown", sizeof buf);
-	c->local = strdup(buf);
-	return c->local != NULL ? c->local : "unknown";
+	if (conn_aux(c) == NULL)
+		return "unknown";
+	c->aux->local = strdup(buf);
+	return c->aux->local != NULL ? c->aux->local : "unknown";
 }
 
 uint64_t
@@ -1038,10 +1059,12 @@ conn_block_input(pmq_conn *full)
 		return 0;
 	if (b->blocked)
 		return 1;
+	if (conn_aux(b) == NULL || conn_aux(full) == NULL)
+		return 0; /* no memory: the caller's drop policy applies */
 	b->blocked = 1;
-	b->blocked_on = full;
-	b->blk_next = full->blockers;
-	full->blockers = b;
+	b->aux->blocked_on = full;
+	b->aux->blk_next = full->aux->blockers;
+	full->aux->blockers = b;
 	conn_update_events(b);
 	return 1;
 }

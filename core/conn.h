@@ -41,13 +41,10 @@ struct pmq_conn {
 	struct evbuffer *in;
 	struct evbuffer *out;
 	int fd;
-	short ev_want;                /* flags ev is added with; 0: not added */
-	uint64_t id;
-	char *local;                  /* on demand (conn_local), else NULL */
-	void *cs;                     /* the transport's connection state */
-	struct pmq_slot *slots_head;  /* open or waiting slots, in order */
-	struct pmq_slot *slots_tail;
-	/* output_high_water and input_max are the listener's (ln). */
+	/* Flags and small fields share the word after fd (a connection of
+	 * 232 bytes plus a short peer string fits a 256-byte malloc chunk). */
+	unsigned ev_want : 3;   /* EV_READ|EV_WRITE ev is added with; 0: not */
+	unsigned close_reason : 3; /* PMQ_CLOSE_*, once dead */
 	unsigned above_hwm : 1; /* output passed the mark; drained not yet sent */
 	unsigned paused : 1;    /* the plugin called conn_pause */
 	unsigned closing : 1;   /* close requested: flushing, then gone */
@@ -58,19 +55,31 @@ struct pmq_conn {
 	unsigned blocked : 1;   /* conn_block_input: waiting for blocked_on */
 	unsigned work : 2;      /* CONN_WORK_* queued for the io event */
 	unsigned on_work : 1;   /* on the io event's list */
-	int close_reason;
+	uint64_t id;
+	/* What few connections need (conn_local, conn_block_input), made on
+	 * first use; NULL for most (every idle byte here counts, issue 6). */
+	struct conn_aux *aux;
+	void *cs;                     /* the transport's connection state */
+	struct pmq_slot *slots_head;  /* open or waiting slots, in order */
+	struct pmq_slot *slots_tail;
+	/* output_high_water and input_max are the listener's (ln). */
 	struct pmq_conn *prev, *next; /* the listener's list */
 	/* Dead connections waiting for the one shared finalizer event (a
-	 * per-connection event cost ~150 bytes of every idle connection). */
-	struct pmq_conn *fin_prev, *fin_next;
+	 * per-connection event cost ~150 bytes of every idle connection);
+	 * singly linked: connections are taken off at the head. */
+	struct pmq_conn *fin_next;
 	/* Connections with output to write or input to feed at the end of
 	 * the loop turn, on the shared io event's list (no per-connection
 	 * timer or deferred callback). */
 	struct pmq_conn *work_next;
+};
+
+struct conn_aux {
+	char *local;                  /* conn_local's answer, or NULL */
 	/* conn_block_input: blk_next links blocked_on's list of blockers. */
 	struct pmq_conn *blocked_on;
 	struct pmq_conn *blk_next;
-	struct pmq_conn *blockers; /* connections waiting for our output */
+	struct pmq_conn *blockers;    /* connections waiting for our output */
 };
 
 /* Wrap an accepted socket (takes ownership of fd) and tell the transport.

@@ -418,14 +418,15 @@ struct pmq_client *
 router_client_new(struct router *r, struct pmq_instance *inst,
                   const char *id, void *udata)
 {
-	struct pmq_client *cl = calloc(1, sizeof(*cl));
+	size_t len = id != NULL ? strlen(id) : 0;
+	struct pmq_client *cl = calloc(1, sizeof(*cl) + len + 1);
 
-	if (cl == NULL || (cl->id = strdup(id ? id : "")) == NULL) {
+	if (cl == NULL) {
 		log_error("%s: no memory for client %s", __func__,
 		          id ? id : "");
-		free(cl);
 		return NULL;
 	}
+	memcpy(cl->id, id != NULL ? id : "", len + 1);
 	cl->router = r;
 	cl->inst = inst;
 	cl->udata = udata;
@@ -449,7 +450,6 @@ router_client_free(struct router *r, struct pmq_client *cl)
 		r->gc_clients = cl;
 		return;
 	}
-	free(cl->id);
 	free(cl);
 }
 
@@ -499,7 +499,6 @@ gc(struct router *r)
 		struct pmq_client *cl = r->gc_clients;
 
 		r->gc_clients = cl->gc_next;
-		free(cl->id);
 		free(cl);
 	}
 }
@@ -717,7 +716,7 @@ router_publish(struct router *r, struct pmq_client *origin, pmq_msg *m,
 			continue;
 		if (cl->gen != gen) {
 			cl->gen = gen;
-			cl->slot = nt;
+			cl->slot = (uint32_t)nt;
 			t = &sc->targets[nt++];
 			memset(t, 0, sizeof(*t));
 			t->cl = cl;

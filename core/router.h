@@ -32,16 +32,18 @@ struct rsub;
 struct pmq_client {
 	struct router *router;
 	struct pmq_instance *inst; /* the transport instance that owns it */
-	char *id;                  /* owned; for logs and sticky hashing */
 	void *udata;               /* the transport's, passed back on delivery */
 	struct rsub *subs;         /* this client's subscriptions */
-	size_t n_subs;
 	/* Matcher scratch: the publish generation that last touched this
 	 * client and its slot in that publish's delivery list. */
 	uint64_t gen;
-	size_t slot;
-	int dead;                  /* freed during a publish; released after */
 	struct pmq_client *gc_next;
+	uint32_t slot;
+	uint32_t n_subs : 31;
+	uint32_t dead : 1;         /* freed during a publish; released after */
+	/* For logs and sticky hashing; in the same block (one allocation per
+	 * client: an idle MQTT connection has one). */
+	char id[];
 };
 
 /* Shared-subscription member choice. */

@@ -754,7 +754,6 @@ test_router_free_with_live_clients(void **state)
 	router_subscribe(r, a, "a/b/c", &o);
 	router_free(r); /* frees the tree; a keeps no dangling subs */
 	assert_null(a->subs);
-	free(a->id);
 	free(a);
 }
 
