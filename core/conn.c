@@ -643,11 +643,14 @@ conn_abort(struct pmq_conn *c, int reason)
 		s->conn = NULL;
 		s->next = NULL;
 		if (s->closed) {
-			evbuffer_free(s->buf);
+			if (s->buf != NULL)
+				evbuffer_free(s->buf);
 			free(s);
 		}
 	}
 	c->slots_head = c->slots_tail = NULL;
+	if (c->aux != NULL)
+		c->aux->slot_bytes = 0;
 	fin_schedule(c);
 }
 
@@ -756,15 +759,13 @@ conn_input_drain(pmq_conn *c, size_t n)
 static struct pmq_slot *
 slot_new(struct pmq_conn *c)
 {
-	struct pmq_slot *s = calloc(1, sizeof *s);
+	struct pmq_slot *s;
 
+	if (conn_aux(c) == NULL)
+		return NULL;
+	s = calloc(1, sizeof *s);
 	if (s == NULL)
 		return NULL;
-	s->buf = evbuffer_new();
-	if (s->buf == NULL) {
-		free(s);
-		return NULL;
-	}
 	s->conn = c;
 	if (c->slots_tail != NULL)
 		c->slots_tail->next = s;
@@ -774,6 +775,47 @@ slot_new(struct pmq_conn *c)
 	return s;
 }
 
+static size_t
+slot_len(const struct pmq_slot *s)
+{
+	return s->buf != NULL ? evbuffer_get_length(s->buf) : s->small_len;
+}
+
+/* The slot's evbuffer, made (with the inline bytes moved in) when bytes
+ * outgrow small[] or are sent by reference.  NULL on no memory. */
+static struct evbuffer *
+slot_evbuf(struct pmq_slot *s)
+{
+	if (s->buf != NULL)
+		return s->buf;
+	s->buf = evbuffer_new();
+	if (s->buf == NULL)
+		return NULL;
+	if (s->small_len > 0 && evbuffer_add(s->buf, s->small, s->small_len) != 0) {
+		evbuffer_free(s->buf);
+		s->buf = NULL;
+		return NULL;
+	}
+	s->small_len = 0;
+	return s->buf;
+}
+
+/* Copy bytes into an open slot of a live connection. */
+static int
+slot_add(struct pmq_slot *s, const void *data, size_t len)
+{
+	struct evbuffer *b;
+
+	if (s->buf == NULL && len <= sizeof s->small - s->small_len) {
+		memcpy(s->small + s->small_len, data, len);
+		s->small_len = (uint8_t)(s->small_len + len);
+	} else if ((b = slot_evbuf(s)) == NULL || evbuffer_add(b, data, len) != 0) {
+		return PMQ_ERR_NOMEM;
+	}
+	s->conn->aux->slot_bytes += len;
+	return PMQ_OK;
+}
+
 static int
 slots_flush(struct pmq_conn *c)
 {
@@ -781,9 +823,16 @@ slots_flush(struct pmq_conn *c)
 	int rc = PMQ_OK;
 
 	while ((s = c->slots_head) != NULL && s->closed) {
-		size_t len = evbuffer_get_length(s->buf);
+		size_t len = slot_len(s);
+		struct evbuffer *out;
 
-		if (len > 0 && c->out == NULL) {
+		if (len > 0 && s->buf == NULL) {
+			out = conn_out(c);
+			if (out == NULL || evbuffer_add(out, s->small, len) != 0) {
+				rc = PMQ_ERR_NOMEM;
+				break;
+			}
+		} else if (len > 0 && c->out == NULL) {
 			/* The first slot's buffer becomes the output: no copy,
 			 * no new buffer. */
 			c->out = s->buf;
@@ -792,6 +841,7 @@ slots_flush(struct pmq_conn *c)
 			rc = PMQ_ERR_NOMEM;
 			break;
 		}
+		c->aux->slot_bytes -= len;
 		c->slots_head = s->next;
 		if (c->slots_head == NULL)
 			c->slots_tail = NULL;
@@ -814,6 +864,8 @@ slots_flush(struct pmq_conn *c)
 	return PMQ_OK;
 }
 
+/* Where a send goes: the output, or (ordered, behind open slots) a new
+ * closed slot at the tail, returned in *tmp. */
 static struct evbuffer *
 ordered_target(struct pmq_conn *c, unsigned flags, struct pmq_slot **tmp)
 {
@@ -821,20 +873,31 @@ ordered_target(struct pmq_conn *c, unsigned flags, struct pmq_slot **tmp)
 	if ((flags & PMQ_SEND_NOW) || c->slots_head == NULL)
 		return conn_out(c);
 	*tmp = slot_new(c);
-	return *tmp != NULL ? (*tmp)->buf : NULL;
+	return *tmp != NULL ? slot_evbuf(*tmp) : NULL;
 }
 
 int
 conn_send(pmq_conn *c, const void *data, size_t len, unsigned flags)
 {
-	struct pmq_slot *tmp;
+	struct pmq_slot *tmp = NULL;
 	struct evbuffer *buf;
 
 	if (c->dead)
 		return PMQ_ERR_CLOSED;
-	buf = ordered_target(c, flags, &tmp);
-	if (buf == NULL || evbuffer_add(buf, data, len) != 0)
-		return PMQ_ERR_NOMEM;
+	if (!(flags & PMQ_SEND_NOW) && c->slots_head != NULL) {
+		/* Behind open slots: a closed slot of its own, inline when
+		 * small. */
+		tmp = slot_new(c);
+		if (tmp == NULL || slot_add(tmp, data, len) != PMQ_OK) {
+			if (tmp != NULL)
+				tmp->closed = 1; /* empty: flushed as nothing */
+			return PMQ_ERR_NOMEM;
+		}
+	} else {
+		buf = conn_out(c);
+		if (buf == NULL || evbuffer_add(buf, data, len) != 0)
+			return PMQ_ERR_NOMEM;
+	}
 	if (tmp != NULL) {
 		tmp->closed = 1;
 	} else {
@@ -860,7 +923,7 @@ int
 conn_send_ref(pmq_conn *c, const void *data, size_t len,
     void (*release)(void *), void *arg, unsigned flags)
 {
-	struct pmq_slot *tmp;
+	struct pmq_slot *tmp = NULL;
 	struct evbuffer *buf;
 	struct ref_release *r;
 
@@ -872,6 +935,8 @@ conn_send_ref(pmq_conn *c, const void *data, size_t len,
 	r = malloc(sizeof *r);
 	buf = r != NULL ? ordered_target(c, flags, &tmp) : NULL;
 	if (buf == NULL) {
+		if (tmp != NULL)
+			tmp->closed = 1; /* empty: flushed as nothing */
 		free(r);
 		if (release != NULL)
 			release(arg);
@@ -881,9 +946,12 @@ conn_send_ref(pmq_conn *c, const void *data, size_t len,
 	r->arg = arg;
 	if (evbuffer_add_reference(buf, data, len, ref_cleanup, r) != 0) {
 		ref_cleanup(data, len, r);
+		if (tmp != NULL)
+			tmp->closed = 1; /* empty: flushed as nothing */
 		return PMQ_ERR_NOMEM;
 	}
 	if (tmp != NULL) {
+		c->aux->slot_bytes += len;
 		tmp->closed = 1;
 	} else {
 		bytes_out += len;
@@ -895,14 +963,13 @@ conn_send_ref(pmq_conn *c, const void *data, size_t len,
 size_t
 conn_output_len(pmq_conn *c)
 {
-	struct pmq_slot *s;
 	size_t n;
 
 	if (c->dead)
 		return 0;
 	n = buf_len(c->out);
-	for (s = c->slots_head; s != NULL; s = s->next)
-		n += evbuffer_get_length(s->buf);
+	if (c->aux != NULL)
+		n += c->aux->slot_bytes;
 	return n;
 }
 
@@ -997,9 +1064,7 @@ conn_slot_send(pmq_slot *s, const void *data, size_t len)
 {
 	if (s->conn == NULL || s->closed)
 		return PMQ_ERR_CLOSED;
-	if (evbuffer_add(s->buf, data, len) != 0)
-		return PMQ_ERR_NOMEM;
-	return PMQ_OK;
+	return slot_add(s, data, len);
 }
 
 void
@@ -1008,7 +1073,8 @@ conn_slot_close(pmq_slot *s)
 	struct pmq_conn *c = s->conn;
 
 	if (c == NULL) { /* the connection went away first */
-		evbuffer_free(s->buf);
+		if (s->buf != NULL)
+			evbuffer_free(s->buf);
 		free(s);
 		return;
 	}
@@ -1036,10 +1102,12 @@ conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
 	}
 	r->release = release;
 	r->arg = arg;
-	if (evbuffer_add_reference(s->buf, data, len, ref_cleanup, r) != 0) {
+	if (slot_evbuf(s) == NULL ||
+	    evbuffer_add_reference(s->buf, data, len, ref_cleanup, r) != 0) {
 		ref_cleanup(data, len, r);
 		return PMQ_ERR_NOMEM;
 	}
+	s->conn->aux->slot_bytes += len;
 	return PMQ_OK;
 }
 

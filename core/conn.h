@@ -23,11 +23,17 @@
 struct listener;
 struct evbuffer;
 
+/* Bytes a slot keeps inline before it needs an evbuffer: an
+ * acknowledgement (PUBACK, "+OK") costs no evbuffer of its own. */
+#define CONN_SLOT_INLINE 20
+
 struct pmq_slot {
 	struct pmq_conn *conn;  /* NULL once the connection is gone */
-	struct evbuffer *buf;
-	int closed;
+	struct evbuffer *buf;   /* NULL while the bytes fit in small[] */
 	struct pmq_slot *next;
+	uint8_t closed;
+	uint8_t small_len;
+	unsigned char small[CONN_SLOT_INLINE];
 };
 
 struct pmq_conn {
@@ -76,6 +82,10 @@ struct pmq_conn {
 
 struct conn_aux {
 	char *local;                  /* conn_local's answer, or NULL */
+	/* Bytes in the slots (made with the first slot): conn_output_len
+	 * is asked per packet and a publisher may have hundreds of acks
+	 * waiting in slots, so they are counted, not walked. */
+	size_t slot_bytes;
 	/* conn_block_input: blk_next links blocked_on's list of blockers. */
 	struct pmq_conn *blocked_on;
 	struct pmq_conn *blk_next;
