@@ -115,6 +115,7 @@ struct mqtt_session {
 	uint16_t next_pid;
 	uint16_t id_len;            /* MQTT strings are at most 65535 */
 	uint8_t version;            /* of the last connection */
+	uint16_t pid_free;          /* ids after next_pid known free (pid_next) */
 	unsigned drop_logged:1;
 	unsigned block_logged:1;    /* qos0_full = block happened (logged) */
 	unsigned stored:1;          /* a record is in "mqtt.sessions" */

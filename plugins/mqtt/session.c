@@ -562,21 +562,34 @@ q_take_pid(struct mqtt_outq *q, uint16_t pid, uint8_t state)
 	return NULL;
 }
 
-static int
-pid_in_use(const struct mqtt_session *s, uint16_t pid)
+/* How many packet ids from pid on (in the cycle 1..65535) are free: the
+ * distance to the nearest id in flight, 0 when pid itself is. */
+static uint32_t
+pid_free_run(const struct mqtt_session *s, uint16_t pid)
 {
 	const struct mqtt_out *o;
+	uint32_t best = 65535;
 
-	for (o = s->inflight.head; o != NULL; o = o->next)
-		if (o->pid == pid)
-			return 1;
-	return 0;
+	for (o = s->inflight.head; o != NULL; o = o->next) {
+		uint32_t d = ((uint32_t)o->pid + 65535u - pid) % 65535u;
+
+		if (d < best)
+			best = d;
+	}
+	return best;
 }
 
+/*
+ * The next free packet id.  Walking the inflight list for every id cost
+ * O(window) per message (a tenth of the broker's time with 200 in
+ * flight), so one walk finds the run of free ids ahead and the ids of the
+ * run are handed out without walking: ids become in use only here, in
+ * order, or when a session is loaded (pid_free is 0 then).
+ */
 static uint16_t
 pid_next(struct mqtt_session *s)
 {
-	uint32_t i;
+	uint32_t i, run;
 
 	/* At most 65535 inflight (Receive Maximum), so a free id exists. */
 	for (i = 0; i < 65536; i++) {
@@ -584,8 +597,17 @@ pid_next(struct mqtt_session *s)
 
 		if (s->next_pid == 0)
 			s->next_pid = 1;
-		if (pid != 0 && !pid_in_use(s, pid))
+		if (pid == 0)
+			continue;
+		if (s->pid_free > 0) {
+			s->pid_free--;
 			return pid;
+		}
+		run = pid_free_run(s, pid);
+		if (run > 0) {
+			s->pid_free = (uint16_t)(run - 1);
+			return pid;
+		}
 	}
 	return 0;
 }

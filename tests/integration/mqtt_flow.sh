@@ -250,6 +250,65 @@ $QUEUE_PY
 PY
 }
 
+# Packet ids wrap: the subscriber never acknowledges its first delivery,
+# so that id stays in flight while 66,000 more pass through; no delivery
+# may reuse an id that is still unacknowledged (pid_next hands out runs of
+# ids it knows are free and must skip the stuck one on every lap).
+PIDWRAP_PY='
+N = 66000
+sub = m.Client(4)
+sub.connect("wsub")
+sub.subscribe(1, "wrap/#", 1)
+p = m.Client(4)
+p.connect("wpub")
+got, err = [], []
+def reader():
+    stuck = None
+    try:
+        while len(got) < N:
+            k = sub.recv(10)
+            if k.type != m.PUBLISH:
+                continue
+            if stuck is None:
+                stuck = k.pid  # never acknowledged
+            elif k.pid == stuck:
+                err.append("id %d reused while in flight (message %d)" %
+                           (k.pid, len(got)))
+                return
+            else:
+                sub.ack(m.PUBACK, k.pid)
+            got.append(int(k.payload))
+    except Exception as e:
+        err.append("subscriber: %r after %d" % (e, len(got)))
+t = threading.Thread(target=reader, daemon=True)
+t.start()
+i = 0
+while i < N and not err:
+    n = min(200, N - i)
+    for j in range(n):
+        body = m.s("wrap/t") + struct.pack("!H", (i + j) % 60000 + 1) + \
+            b"%d" % (i + j)
+        p.send(0x32, body)
+    for j in range(n):
+        p.expect(m.PUBACK, 10)
+    i += n
+t.join(30)
+check(not err, "; ".join(err))
+check(got == list(range(N)), "subscriber got %d of %d in order" %
+      (len(got), N))
+print("pid wrap: %d deliveries, the stuck id never reused" % len(got))
+sub.close()
+p.disconnect()
+'
+
+scen_pid_wrap() {
+	mq_pyscen <<PY
+$PRE
+import struct
+$PIDWRAP_PY
+PY
+}
+
 mq_scenario_only plexmqd qos0_block output_high_water 16k sys_interval 1
 mq_scenario_only plexmqd qos0_drop output_high_water 16k sys_interval 1 \
     qos0_full drop
@@ -259,4 +318,5 @@ mq_scenario_only plexmqd queue_drop max_queued_messages 10 \
     max_inflight_messages 20 queue_full drop
 mq_scenario_only plexmqd queue_end max_queued_messages 10 \
     max_inflight_messages 20
+mq_scenario_only plexmqd pid_wrap max_queued_messages 100000
 mq_finish
