@@ -1192,119 +1192,14 @@ to_mqtt_record(void *arg, const struct pmq_record *rec)
 	return 0;
 }
 
-/* A zigzag varint of a record (at most 10 bytes), or -1 at the end.
- * Lengths in records are mostly one or two bytes: those go first. */
-static inline int
-rec_varint(const uint8_t **p, const uint8_t *end, int64_t *out)
-{
-	const uint8_t *q = *p;
-	uint64_t u = 0;
-	unsigned shift;
-
-	if (end - q >= 2 && !(q[1] & 0x80)) {
-		u = q[0] & 0x80 ? (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7 :
-		                  q[0];
-		*p = q + (q[0] & 0x80 ? 2 : 1);
-		*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
-		return 0;
-	}
-	for (shift = 0; q < end && shift < 64; shift += 7) {
-		uint8_t b = *q++;
-
-		u |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*p = q;
-			*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* Step over a varint whose value is not needed. */
-static inline int
-rec_varint_skip(const uint8_t **p, const uint8_t *end)
-{
-	const uint8_t *q = *p, *lim = end - q > 10 ? q + 10 : end;
-
-	while (q < lim && (*q & 0x80))
-		q++;
-	if (q == lim)
-		return -1;
-	*p = q + 1;
-	return 0;
-}
-
-/* Skip a length-prefixed field (-1: null) inside [*p, end). */
-static int
-rec_skip(const uint8_t **p, const uint8_t *end, int64_t *n)
-{
-	if (rec_varint(p, end, n) != 0 || *n < -1 || *n > end - *p)
-		return -1;
-	if (*n > 0)
-		*p += *n;
-	return 0;
-}
-
-/*
- * Whether an uncompressed batch may hold a record with an "mqtt.retain"
- * header.  Walks only the record framing (lengths and header names), so
- * it reads a few bytes per record instead of decoding it; anything it
- * cannot follow answers 1, which sends the batch through the full decode.
- */
-static int
-batch_may_retain(const uint8_t *b, size_t len)
-{
-	static const char name[] = "mqtt.retain";
-	const uint8_t *p = b + RB_HEADER_SIZE, *end = b + len;
-	int32_t count = (int32_t)be32(b + RB_RECORDS_COUNT), i;
-
-	for (i = 0; i < count; i++) {
-		const uint8_t *rend;
-		int64_t n, nh, h;
-
-		if (rec_varint(&p, end, &n) != 0 || n < 1 || n > end - p)
-			return 1;
-		rend = p + n;
-		p++; /* attributes */
-		if (rec_varint_skip(&p, rend) != 0 ||  /* timestamp delta */
-		    rec_varint_skip(&p, rend) != 0 ||  /* offset delta */
-		    rec_skip(&p, rend, &n) != 0 ||    /* key */
-		    rec_skip(&p, rend, &n) != 0 ||    /* value */
-		    rec_varint(&p, rend, &nh) != 0 || nh < 0)
-			return 1;
-		for (h = 0; h < nh; h++) {
-			if (rec_varint(&p, rend, &n) != 0 || n < 0 ||
-			    n > rend - p)
-				return 1;
-			if (n == (int64_t)sizeof name - 1 &&
-			    memcmp(p, name, sizeof name - 1) == 0)
-				return 1;
-			p += n;
-			if (rec_skip(&p, rend, &n) != 0)
-				return 1;
-		}
-		p = rend;
-	}
-	return 0;
-}
-
-/* 1 when the batch may hold a retained record (compressed batches
- * always may: only the full decode can tell), 0 when it cannot. */
-static int
-batch_retain_scan(const uint8_t *b, size_t len)
-{
-	if (len < RB_HEADER_SIZE || (b[RB_ATTRIBUTES + 1] & RB_ATTR_CODEC))
-		return 1;
-	return batch_may_retain(b, len);
-}
-
 /*
  * A produced batch to live MQTT subscribers.  With no subscription at all
- * the batch is not decoded unless a record may carry an "mqtt.retain"
- * header (a retained message is stored for subscribers to come).  The
- * check runs per batch, once it is durable, so a subscriber that arrives
- * while a producer runs gets every batch appended after its subscription.
+ * no message is built, except for records with an "mqtt.retain" header
+ * (a retained message is stored for subscribers to come), so the records
+ * are still decoded: building and routing messages was the cost, not the
+ * host's decode.  The check runs per batch, once it is durable, so a
+ * subscriber that arrives while a producer runs gets every batch appended
+ * after its subscription.
  */
 static void
 to_mqtt(struct kafka_listener *l, const char *ktopic, const uint8_t *batch,
@@ -1313,12 +1208,8 @@ to_mqtt(struct kafka_listener *l, const char *ktopic, const uint8_t *batch,
 	struct to_mqtt t = { ktopic, NULL, 0, 0, 1, -1 };
 	int rc;
 
-	if (kafka_has_subs_api && !api->has_subscribers(NULL)) {
+	if (kafka_has_subs_api && !api->has_subscribers(NULL))
 		t.any_subs = 0;
-		if (!batch_retain_scan(batch, len))
-			return;
-	}
-
 	rc = api->batch_records(batch, len, to_mqtt_record, &t);
 	free(t.scratch);
 	if (rc != PMQ_OK)
