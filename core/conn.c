@@ -864,46 +864,34 @@ slots_flush(struct pmq_conn *c)
 	return PMQ_OK;
 }
 
-/* Where a send goes: the output, or (ordered, behind open slots) a new
- * closed slot at the tail, returned in *tmp. */
-static struct evbuffer *
-ordered_target(struct pmq_conn *c, unsigned flags, struct pmq_slot **tmp)
+/* An ordered send behind open slots waits in a closed slot of its own. */
+static int
+send_waits(const struct pmq_conn *c, unsigned flags)
 {
-	*tmp = NULL;
-	if ((flags & PMQ_SEND_NOW) || c->slots_head == NULL)
-		return conn_out(c);
-	*tmp = slot_new(c);
-	return *tmp != NULL ? slot_evbuf(*tmp) : NULL;
+	return !(flags & PMQ_SEND_NOW) && c->slots_head != NULL;
 }
 
 int
 conn_send(pmq_conn *c, const void *data, size_t len, unsigned flags)
 {
-	struct pmq_slot *tmp = NULL;
 	struct evbuffer *buf;
+	pmq_slot *s;
+	int rc;
 
 	if (c->dead)
 		return PMQ_ERR_CLOSED;
-	if (!(flags & PMQ_SEND_NOW) && c->slots_head != NULL) {
-		/* Behind open slots: a closed slot of its own, inline when
-		 * small. */
-		tmp = slot_new(c);
-		if (tmp == NULL || slot_add(tmp, data, len) != PMQ_OK) {
-			if (tmp != NULL)
-				tmp->closed = 1; /* empty: flushed as nothing */
+	if (send_waits(c, flags)) {
+		if ((s = slot_new(c)) == NULL)
 			return PMQ_ERR_NOMEM;
-		}
-	} else {
-		buf = conn_out(c);
-		if (buf == NULL || evbuffer_add(buf, data, len) != 0)
-			return PMQ_ERR_NOMEM;
+		rc = conn_slot_send(s, data, len);
+		s->closed = 1; /* not the head: it leaves with those before */
+		return rc;
 	}
-	if (tmp != NULL) {
-		tmp->closed = 1;
-	} else {
-		bytes_out += len;
-		conn_check_output(c);
-	}
+	buf = conn_out(c);
+	if (buf == NULL || evbuffer_add(buf, data, len) != 0)
+		return PMQ_ERR_NOMEM;
+	bytes_out += len;
+	conn_check_output(c);
 	return PMQ_OK;
 }
 
@@ -919,25 +907,15 @@ ref_cleanup(const void *data, size_t len, void *extra)
 	free(r);
 }
 
-int
-conn_send_ref(pmq_conn *c, const void *data, size_t len,
-    void (*release)(void *), void *arg, unsigned flags)
+/* Reference bytes from buf (NULL: no memory); release(arg) runs once they
+ * are written or dropped, also when this fails. */
+static int
+add_ref(struct evbuffer *buf, const void *data, size_t len,
+    void (*release)(void *), void *arg)
 {
-	struct pmq_slot *tmp = NULL;
-	struct evbuffer *buf;
-	struct ref_release *r;
+	struct ref_release *r = buf != NULL ? malloc(sizeof *r) : NULL;
 
-	if (c->dead) {
-		if (release != NULL)
-			release(arg);
-		return PMQ_ERR_CLOSED;
-	}
-	r = malloc(sizeof *r);
-	buf = r != NULL ? ordered_target(c, flags, &tmp) : NULL;
-	if (buf == NULL) {
-		if (tmp != NULL)
-			tmp->closed = 1; /* empty: flushed as nothing */
-		free(r);
+	if (r == NULL) {
 		if (release != NULL)
 			release(arg);
 		return PMQ_ERR_NOMEM;
@@ -946,18 +924,39 @@ conn_send_ref(pmq_conn *c, const void *data, size_t len,
 	r->arg = arg;
 	if (evbuffer_add_reference(buf, data, len, ref_cleanup, r) != 0) {
 		ref_cleanup(data, len, r);
-		if (tmp != NULL)
-			tmp->closed = 1; /* empty: flushed as nothing */
 		return PMQ_ERR_NOMEM;
 	}
-	if (tmp != NULL) {
-		c->aux->slot_bytes += len;
-		tmp->closed = 1;
-	} else {
+	return PMQ_OK;
+}
+
+int
+conn_send_ref(pmq_conn *c, const void *data, size_t len,
+    void (*release)(void *), void *arg, unsigned flags)
+{
+	pmq_slot *s;
+	int rc;
+
+	if (c->dead) {
+		if (release != NULL)
+			release(arg);
+		return PMQ_ERR_CLOSED;
+	}
+	if (send_waits(c, flags)) {
+		if ((s = slot_new(c)) == NULL) {
+			if (release != NULL)
+				release(arg);
+			return PMQ_ERR_NOMEM;
+		}
+		rc = conn_slot_send_ref(s, data, len, release, arg);
+		s->closed = 1; /* not the head: it leaves with those before */
+		return rc;
+	}
+	rc = add_ref(conn_out(c), data, len, release, arg);
+	if (rc == PMQ_OK) {
 		bytes_out += len;
 		conn_check_output(c);
 	}
-	return PMQ_OK;
+	return rc;
 }
 
 size_t
@@ -1087,28 +1086,17 @@ int
 conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
     void (*release)(void *), void *arg)
 {
-	struct ref_release *r;
+	int rc;
 
 	if (s->conn == NULL || s->closed) {
 		if (release != NULL)
 			release(arg);
 		return PMQ_ERR_CLOSED;
 	}
-	r = malloc(sizeof *r);
-	if (r == NULL) {
-		if (release != NULL)
-			release(arg);
-		return PMQ_ERR_NOMEM;
-	}
-	r->release = release;
-	r->arg = arg;
-	if (slot_evbuf(s) == NULL ||
-	    evbuffer_add_reference(s->buf, data, len, ref_cleanup, r) != 0) {
-		ref_cleanup(data, len, r);
-		return PMQ_ERR_NOMEM;
-	}
-	s->conn->aux->slot_bytes += len;
-	return PMQ_OK;
+	rc = add_ref(slot_evbuf(s), data, len, release, arg);
+	if (rc == PMQ_OK)
+		s->conn->aux->slot_bytes += len;
+	return rc;
 }
 
 /* Backpressure across connections: a publisher whose deliveries find a
