@@ -36,11 +36,16 @@ SDK_FROZEN_1_1 = tests/abi/v1.1/plexmq/plexmq.h \
 	tests/abi/v1.1/plexmq/version.h tests/abi/v1.1/plexmq/types.h \
 	tests/abi/v1.1/plexmq/host.h tests/abi/v1.1/plexmq/plugin.h \
 	tests/abi/v1.1/plexmq/transport.h tests/abi/v1.1/plexmq/storage.h
+SDK_FROZEN_1_2 = tests/abi/v1.2/plexmq/plexmq.h \
+	tests/abi/v1.2/plexmq/version.h tests/abi/v1.2/plexmq/types.h \
+	tests/abi/v1.2/plexmq/host.h tests/abi/v1.2/plexmq/plugin.h \
+	tests/abi/v1.2/plexmq/transport.h tests/abi/v1.2/plexmq/storage.h
 EXTRA_DIST += sdk.mk docs/plugin-guide.md \
 	examples/redis-pubsub/Makefile examples/redis-pubsub/README.md \
 	examples/redis-pubsub/redis_pubsub.c \
 	abi/README.md abi/plexmq-plugin-v1.abi abi/append-only.abignore \
 	scripts/abi-check.sh tests/abi/probe.c $(SDK_FROZEN_1_0) $(SDK_FROZEN_1_1) \
+	$(SDK_FROZEN_1_2) \
 	$(SDK_TESTS)
 
 # Rewrite the ABI baseline from the current headers: only when a new major

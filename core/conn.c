@@ -84,6 +84,7 @@ static void conn_update_events(struct pmq_conn *c);
 static void conn_check_output(struct pmq_conn *c);
 static void conn_schedule(struct pmq_conn *c, unsigned work);
 static void unblock_all(struct pmq_conn *full);
+static struct evbuffer *out_evbuffer_new(void);
 
 uint64_t
 conn_bytes_in(void)
@@ -574,7 +575,7 @@ static struct evbuffer *
 conn_out(struct pmq_conn *c)
 {
 	if (c->out == NULL)
-		c->out = evbuffer_new();
+		c->out = out_evbuffer_new();
 	return c->out;
 }
 
@@ -754,6 +755,22 @@ conn_input_drain(pmq_conn *c, size_t n)
 	}
 }
 
+/* An output buffer.  DRAINS_TO_FD lets a file segment added to it (or
+ * to a slot's buffer, which becomes or joins the output) stay a file
+ * range that evbuffer_write sends with sendfile(2); without the flag
+ * libevent would map or read the file into memory. */
+static struct evbuffer *
+out_evbuffer_new(void)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b != NULL && evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD) != 0) {
+		evbuffer_free(b);
+		b = NULL;
+	}
+	return b;
+}
+
 /* A closed slot at the tail carrying data, so ordered sends queue behind
  * slots that are still open. */
 static struct pmq_slot *
@@ -788,7 +805,7 @@ slot_evbuf(struct pmq_slot *s)
 {
 	if (s->buf != NULL)
 		return s->buf;
-	s->buf = evbuffer_new();
+	s->buf = out_evbuffer_new();
 	if (s->buf == NULL)
 		return NULL;
 	if (s->small_len > 0 && evbuffer_add(s->buf, s->small, s->small_len) != 0) {
@@ -907,21 +924,34 @@ ref_cleanup(const void *data, size_t len, void *extra)
 	free(r);
 }
 
-/* Reference bytes from buf (NULL: no memory); release(arg) runs once they
- * are written or dropped, also when this fails. */
-static int
-add_ref(struct evbuffer *buf, const void *data, size_t len,
-    void (*release)(void *), void *arg)
+/* The release record of bytes about to be added to buf; NULL (with
+ * release(arg) already run) when buf is NULL or on no memory. */
+static struct ref_release *
+ref_release_new(const struct evbuffer *buf, void (*release)(void *),
+    void *arg)
 {
 	struct ref_release *r = buf != NULL ? malloc(sizeof *r) : NULL;
 
 	if (r == NULL) {
 		if (release != NULL)
 			release(arg);
-		return PMQ_ERR_NOMEM;
+		return NULL;
 	}
 	r->release = release;
 	r->arg = arg;
+	return r;
+}
+
+/* Reference bytes from buf (NULL: no memory); release(arg) runs once they
+ * are written or dropped, also when this fails. */
+static int
+add_ref(struct evbuffer *buf, const void *data, size_t len,
+    void (*release)(void *), void *arg)
+{
+	struct ref_release *r = ref_release_new(buf, release, arg);
+
+	if (r == NULL)
+		return PMQ_ERR_NOMEM;
 	if (evbuffer_add_reference(buf, data, len, ref_cleanup, r) != 0) {
 		ref_cleanup(data, len, r);
 		return PMQ_ERR_NOMEM;
@@ -1097,6 +1127,51 @@ conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
 	if (rc == PMQ_OK)
 		s->conn->aux->slot_bytes += len;
 	return rc;
+}
+
+static void
+file_cleanup(const struct evbuffer_file_segment *seg, int flags, void *arg)
+{
+	(void)seg;
+	(void)flags;
+	ref_cleanup(NULL, 0, arg);
+}
+
+int
+conn_slot_send_file(pmq_slot *s, int fd, int64_t pos, size_t len,
+    void (*release)(void *), void *arg)
+{
+	struct evbuffer_file_segment *seg;
+	struct ref_release *r;
+	struct evbuffer *b;
+	int rc;
+
+	if (s->conn == NULL || s->closed) {
+		if (release != NULL)
+			release(arg);
+		return PMQ_ERR_CLOSED;
+	}
+	b = slot_evbuf(s);
+	if ((r = ref_release_new(b, release, arg)) == NULL)
+		return PMQ_ERR_NOMEM;
+	/* The fd stays the storage's (no CLOSE_ON_FREE); r releases its
+	 * answer once the segment has been written or dropped.  Only the
+	 * loop thread touches it: no lock. */
+	seg = evbuffer_file_segment_new(fd, (ev_off_t)pos, (ev_off_t)len,
+	    EVBUF_FS_DISABLE_LOCKING);
+	if (seg == NULL) {
+		ref_cleanup(NULL, 0, r);
+		return PMQ_ERR_NOMEM;
+	}
+	evbuffer_file_segment_add_cleanup_cb(seg, file_cleanup, r);
+	rc = evbuffer_add_file_segment(b, seg, 0, (ev_off_t)len);
+	/* Drops this function's reference: the buffer holds its own, and on
+	 * failure this frees the segment and runs file_cleanup. */
+	evbuffer_file_segment_free(seg);
+	if (rc != 0)
+		return PMQ_ERR_NOMEM;
+	s->conn->aux->slot_bytes += len;
+	return PMQ_OK;
 }
 
 /* Backpressure across connections: a publisher whose deliveries find a

@@ -122,6 +122,11 @@ int conn_slot_send(pmq_slot *s, const void *data, size_t len);
 void conn_slot_close(pmq_slot *s);
 int conn_slot_send_ref(pmq_slot *s, const void *data, size_t len,
     void (*release)(void *), void *arg);
+/* Queue len bytes at pos of the open file fd on slot s, written with
+ * sendfile(2) when their turn comes; fd must stay open and the range
+ * unchanged until release(arg) runs (once, also when this fails). */
+int conn_slot_send_file(pmq_slot *s, int fd, int64_t pos, size_t len,
+    void (*release)(void *), void *arg);
 int conn_block_input(pmq_conn *full);
 
 /* Finalize closed connections still waiting and free the shared

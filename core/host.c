@@ -483,6 +483,8 @@ static const struct pmq_host_api api = {
 	.log_read_ref = storage_read_ref,
 	.log_read_unref = storage_read_unref,
 	.conn_block_input = conn_block_input,
+	.log_read_stored = logs_read_stored,
+	.slot_send_stored = storage_send_stored,
 };
 
 const struct pmq_host_api *

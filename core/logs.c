@@ -117,6 +117,7 @@ struct op {
 	uint64_t bytes;        /* appends: batch size */
 	int64_t target;        /* retention: trim target so far */
 	int status;            /* deferred results */
+	int extents;           /* reads: asked log_read_extents */
 };
 
 struct rule {
@@ -995,9 +996,10 @@ logs_append(const char *topic, int32_t partition, const void *batch,
 
 /* ---- reads and offsets by time ---- */
 
-int
-logs_read(const char *topic, int32_t partition, int64_t offset,
-    size_t max_bytes, pmq_read_fn done, void *arg)
+/* stored: the answer may be a struct pmq_extents (log_read_stored). */
+static int
+logs_read_common(const char *topic, int32_t partition, int64_t offset,
+    size_t max_bytes, pmq_read_fn done, void *arg, int stored)
 {
 	struct storage *s = stor();
 	struct partition *p;
@@ -1036,8 +1038,55 @@ logs_read(const char *topic, int32_t partition, int64_t offset,
 		return PMQ_ERR_NOMEM;
 	}
 	op->base = offset;
-	s->ops->log_read(s->st, p->log, offset, max_bytes, p->high_water, io);
+	if (stored && PMQ_HAS(s->ops, struct pmq_storage_ops, log_read_extents) &&
+	    s->ops->log_read_extents != NULL) {
+		op->extents = 1;
+		storage_io_set_extents(io);
+		s->ops->log_read_extents(s->st, p->log, offset, max_bytes,
+		    p->high_water, io);
+	} else {
+		s->ops->log_read(s->st, p->log, offset, max_bytes,
+		    p->high_water, io);
+	}
 	return PMQ_OK;
+}
+
+int
+logs_read(const char *topic, int32_t partition, int64_t offset,
+    size_t max_bytes, pmq_read_fn done, void *arg)
+{
+	return logs_read_common(topic, partition, offset, max_bytes, done,
+	    arg, 0);
+}
+
+int
+logs_read_stored(const char *topic, int32_t partition, int64_t offset,
+    size_t max_bytes, pmq_read_fn done, void *arg)
+{
+	return logs_read_common(topic, partition, offset, max_bytes, done,
+	    arg, 1);
+}
+
+/* An extents answer must describe exactly len bytes: the transport frames
+ * the reply with len before the pieces are sent. */
+static int
+logs_extents_ok(const struct pmq_extents *x, size_t len)
+{
+	uint64_t sum = 0;
+	uint32_t i;
+
+	if (x == NULL)
+		return len == 0;
+	if (!PMQ_HAS(x, struct pmq_extents, v) || (x->n > 0 && x->v == NULL))
+		return 0;
+	for (i = 0; i < x->n; i++) {
+		if (x->v[i].fd < 0 && x->v[i].data == NULL && x->v[i].len > 0)
+			return 0;
+		if (x->v[i].fd >= 0 && x->v[i].pos < 0)
+			return 0;
+		sum += x->v[i].len;
+	}
+	return sum == len;
 }
 
 int
@@ -1223,7 +1272,16 @@ logs_op_complete(struct op *op, int status, int64_t value, const void *data,
 		} else if (status != PMQ_OK) {
 			data = NULL;
 			len = 0;
+		} else if (op->extents && !logs_extents_ok(data, len)) {
+			log_error("%s: %s-%d: the storage's log_read_extents "
+			    "answer does not describe its %zu bytes", __func__,
+			    t->name, (int)p->id, len);
+			status = PMQ_ERR_CORRUPT;
+			data = NULL;
+			len = 0;
 		}
+		if (len == 0)
+			data = NULL;
 		logs_offsets_fill(p, &offs);
 		op->cb.read(op->arg, status, data, len, &offs);
 		break;

@@ -141,6 +141,10 @@ int logs_append(const char *topic, int32_t partition, const void *batch,
  */
 int logs_read(const char *topic, int32_t partition, int64_t offset,
               size_t max_bytes, pmq_read_fn done, void *arg);
+/* logs_read whose answer may be a struct pmq_extents (host
+ * log_read_stored): see include/plexmq/host.h. */
+int logs_read_stored(const char *topic, int32_t partition, int64_t offset,
+    size_t max_bytes, pmq_read_fn done, void *arg);
 
 /*
  * The first offset of the first batch whose max timestamp is >= ts_ms and

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "conn.h"
 #include "logger.h"
 #include "storage.h"
 
@@ -24,6 +25,7 @@ struct pmq_io {
 	size_t len;
 	void (*free_fn)(void *);
 	struct pmq_io *next;
+	unsigned extents : 1; /* data is a struct pmq_extents */
 };
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -38,7 +40,9 @@ static struct storage *active;
 struct read_ref {
 	void *data;
 	void (*free_fn)(void *);
+	size_t len;           /* the answer's bytes (extents: their sum) */
 	unsigned refs;
+	unsigned extents : 1; /* data is a struct pmq_extents */
 };
 /* The completion running now, and its read_ref once one was taken. */
 static struct pmq_io *cur_io;
@@ -206,14 +210,16 @@ storage_read_ref(const void *data)
 	if (cur_io == NULL || cur_io->data == NULL || cur_io->free_fn == NULL)
 		return NULL;
 	base = cur_io->data;
-	if (p < base || p > base + cur_io->len)
-		return NULL;
+	if (p < base || p > base + (cur_io->extents ? 0 : cur_io->len))
+		return NULL; /* an extents answer is referred to as a whole */
 	if (cur_ref == NULL) {
 		cur_ref = malloc(sizeof *cur_ref);
 		if (cur_ref == NULL)
 			return NULL;
 		cur_ref->data = cur_io->data;
 		cur_ref->free_fn = cur_io->free_fn;
+		cur_ref->len = cur_io->len;
+		cur_ref->extents = cur_io->extents;
 		cur_ref->refs = 1; /* dropped when the callback returns */
 	}
 	cur_ref->refs++;
@@ -229,4 +235,41 @@ storage_read_unref(void *ref)
 		return;
 	r->free_fn(r->data);
 	free(r);
+}
+
+void
+storage_io_set_extents(struct pmq_io *io)
+{
+	io->extents = 1;
+}
+
+int
+storage_send_stored(pmq_slot *s, void *ref)
+{
+	struct read_ref *r = ref;
+	const struct pmq_extents *x;
+	uint32_t i;
+	int rc = PMQ_OK;
+
+	if (r == NULL)
+		return PMQ_ERR_INVAL;
+	if (!r->extents) /* plain bytes: one reference */
+		return conn_slot_send_ref(s, r->data, r->len, storage_read_unref,
+		    r);
+	x = r->data;
+	for (i = 0; rc == PMQ_OK && i < x->n; i++) {
+		const struct pmq_extent *e = &x->v[i];
+
+		if (e->len == 0)
+			continue;
+		r->refs++; /* one per piece: each is released on its own */
+		if (e->fd >= 0)
+			rc = conn_slot_send_file(s, e->fd, e->pos, e->len,
+			    storage_read_unref, r);
+		else
+			rc = conn_slot_send_ref(s, e->data, e->len,
+			    storage_read_unref, r);
+	}
+	storage_read_unref(r); /* the caller's */
+	return rc;
 }

@@ -53,6 +53,14 @@ size_t storage_io_pending(void);
  * thread only, like the release. */
 void *storage_read_ref(const void *data);
 void storage_read_unref(void *ref);
+/* Mark io as a log_read_extents read: its data is a struct pmq_extents
+ * (already checked by the submitter's completion), which
+ * storage_send_stored sends piece by piece. */
+void storage_io_set_extents(struct pmq_io *io);
+/* slot_send_stored: every byte of the answer ref holds (a reference
+ * taken with storage_read_ref on a log_read_stored answer) into slot s;
+ * takes over ref, also on failure. */
+int storage_send_stored(pmq_slot *s, void *ref);
 
 /* The active storage (NULL before one is set). */
 struct storage *storage_get(void);

@@ -335,7 +335,23 @@ struct pmq_host_api {
 	 * is already draining (then the caller applies its own policy). */
 	int (*conn_block_input)(pmq_conn *full);
 
-	/* 1.2+: append only. */
+	/* ---- 1.2 ---- */
+
+	/* log_read whose answer may stay in the storage's files, to be sent
+	 * with sendfile(2) rather than copied (a storage plugin with
+	 * log_read_extents; any other gives bytes, handled the same way).
+	 * done's data is then opaque: len is the number of batch bytes, and
+	 * the one thing to do with data is log_read_ref(data) inside the
+	 * callback, then slot_send_stored (or log_read_unref). */
+	int (*log_read_stored)(const char *topic, int32_t partition,
+	                       int64_t offset, size_t max_bytes,
+	                       pmq_read_fn done, void *arg);
+	/* Send all the bytes of the log_read_stored answer that ref (from
+	 * log_read_ref) holds into s, in order.  Takes over ref, also when
+	 * it fails. */
+	int (*slot_send_stored)(pmq_slot *s, void *ref);
+
+	/* 1.3+: append only. */
 };
 
 #ifdef __cplusplus

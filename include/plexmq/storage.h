@@ -26,7 +26,8 @@
  *     finish it) before it returns.
  *
  * Mandatory: every op but log_offset_for_time (may be NULL:
- * PMQ_ERR_UNSUPPORTED is reported to clients).
+ * PMQ_ERR_UNSUPPORTED is reported to clients) and the ops appended after
+ * 1.0 (the host checks with PMQ_HAS and falls back).
  */
 #ifndef PLEXMQ_STORAGE_H
 #define PLEXMQ_STORAGE_H
@@ -56,6 +57,23 @@ struct pmq_log_state {
 
 typedef void (*pmq_log_list_fn)(void *arg, const char *topic,
                                 int32_t partition);
+
+/* 1.2: one piece of a log_read_extents answer: len bytes, either in
+ * memory at data (fd < 0) or at byte pos of the open file fd. */
+struct pmq_extent {
+	const void *data;
+	int64_t pos;
+	uint32_t len;
+	int32_t fd;
+};
+
+/* 1.2: a log_read_extents answer, the pieces in log order.  It is what
+ * io_done_data's data points to; the plugin's free_fn releases it. */
+struct pmq_extents {
+	uint32_t size; /* sizeof(struct pmq_extents) at build time */
+	uint32_t n;
+	const struct pmq_extent *v;
+};
 
 struct pmq_storage_ops {
 	uint32_t size; /* sizeof(struct pmq_storage_ops) at build time */
@@ -125,7 +143,22 @@ struct pmq_storage_ops {
 	                         const void *val, size_t val_len),
 	               void *arg);
 
-	/* 1.1+: append only. */
+	/* ---- 1.2 ---- */
+
+	/* Optional.  log_read whose answer may leave batches in the plugin's
+	 * files, so the host can send them with sendfile(2) instead of
+	 * copying them: the same batches, limits and errors as log_read, but
+	 * io_done_data's data is a struct pmq_extents and len the number of
+	 * batch bytes it describes (the sum of the pieces).  Every fd and
+	 * every byte range in it must stay open and unchanged until free_fn
+	 * (which closes the fds) is called, on the loop thread, possibly long
+	 * after the completion.  A file piece's pages should be in the page
+	 * cache when the io completes: the host's sendfile runs on the loop
+	 * thread and must not wait for the disk. */
+	void (*log_read_extents)(void *st, void *log, int64_t offset,
+	                         size_t max_bytes, int64_t limit, pmq_io *io);
+
+	/* 1.2+: append only. */
 };
 
 #ifdef __cplusplus

@@ -22,12 +22,16 @@
  *                   log_read_ref/log_read_unref (send stored bytes by
  *                   reference), conn_block_input (a publisher waits for a
  *                   full subscriber instead of its messages being dropped).
+ *   1.2  (2026-11)  Storage ops: log_read_extents (struct pmq_extent,
+ *                   struct pmq_extents).  Host API: log_read_stored,
+ *                   slot_send_stored (stored batches go from the segment
+ *                   file to the socket with sendfile).
  */
 #ifndef PLEXMQ_VERSION_H
 #define PLEXMQ_VERSION_H
 
 #define PMQ_ABI_MAJOR 1
-#define PMQ_ABI_MINOR 1
+#define PMQ_ABI_MINOR 2
 
 /* "PMQP" in ASCII; the first word of every plugin descriptor. */
 #define PMQ_PLUGIN_MAGIC 0x504d5150u

@@ -58,6 +58,10 @@ struct pmq_abi_probe {
 	pmq_io *io;
 	pmq_waiter *waiter;
 	/* Append types of later minors here, each under #if PMQ_ABI_MINOR. */
+#if PMQ_ABI_MINOR >= 2
+	const struct pmq_extent *extent;
+	const struct pmq_extents *extents;
+#endif
 };
 
 PMQ_EXPORT const struct pmq_abi_probe pmq_abi_probe;

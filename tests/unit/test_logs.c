@@ -451,6 +451,137 @@ test_read_ref(void **state)
 	teardown(NULL);
 }
 
+
+/* ---- log_read_stored (ABI 1.2) ----
+ *
+ * ext_ops adds log_read_extents to the memory plugin: it reads the bytes
+ * with log_read and answers with two memory pieces, or, with ext_lie,
+ * pieces that add up to one byte less than the length it reports. */
+
+static struct pmq_storage_ops ext_ops;
+static int ext_lie, ext_freed, ext_calls;
+
+struct ext_answer {
+	struct pmq_extents x;
+	struct pmq_extent v[2];
+	unsigned char *bytes;
+};
+
+struct ext_read {
+	pmq_io *io; /* the host's */
+};
+
+static void
+ext_free(void *data)
+{
+	struct ext_answer *a = data;
+
+	free(a->bytes);
+	free(a);
+	ext_freed++;
+}
+
+static void
+ext_done(void *arg, int status, int64_t value, const void *data, size_t len)
+{
+	struct ext_read *er = arg;
+	struct ext_answer *a;
+	size_t half = len / 2;
+
+	(void)value;
+	if (status != PMQ_OK || len == 0) {
+		storage_io_done_data(er->io, status, NULL, 0, NULL);
+		free(er);
+		return;
+	}
+	a = calloc(1, sizeof *a);
+	assert_non_null(a);
+	a->bytes = malloc(len);
+	assert_non_null(a->bytes);
+	memcpy(a->bytes, data, len);
+	a->x = (struct pmq_extents){.size = sizeof a->x, .n = 2, .v = a->v};
+	a->v[0] = (struct pmq_extent){.data = a->bytes, .len = (uint32_t)half,
+	    .fd = -1};
+	a->v[1] = (struct pmq_extent){.data = a->bytes + half,
+	    .len = (uint32_t)(len - half - (ext_lie ? 1 : 0)), .fd = -1};
+	storage_io_done_data(er->io, PMQ_OK, a, len, ext_free);
+	free(er);
+}
+
+static void
+ext_read(void *st, void *log, int64_t offset, size_t max_bytes,
+    int64_t limit, pmq_io *io)
+{
+	struct ext_read *er = calloc(1, sizeof *er);
+	struct pmq_io *inner;
+
+	assert_non_null(er);
+	ext_calls++;
+	er->io = io;
+	inner = storage_io_new(ext_done, er);
+	assert_non_null(inner);
+	sops->log_read(st, log, offset, max_bytes, limit, inner);
+}
+
+static void
+test_read_stored(void **state)
+{
+	struct res plain = {0}, st = {0}, bad = {0}, lp = {0};
+	struct kept k = {0};
+	const struct ext_answer *a;
+
+	(void)state;
+	start(NULL, 0, NULL);
+	create("t", 1, -1, -1);
+	assert_int_equal(append_wait("t", 0, 3, 0), 0);
+	/* The memory plugin has no log_read_extents: bytes, as logs_read. */
+	assert_true(sops->log_read_extents == NULL);
+	assert_int_equal(logs_read("t", 0, 0, 1 << 20, read_cb, &plain),
+	    PMQ_OK);
+	assert_int_equal(logs_read_stored("t", 0, 0, 1 << 20, read_cb, &st),
+	    PMQ_OK);
+	RUN_UNTIL(plain.called && st.called);
+	assert_int_equal(st.status, PMQ_OK);
+	assert_int_equal(st.len, plain.len);
+	assert_memory_equal(st.data, plain.data, plain.len);
+
+	ext_ops = *sops;
+	ext_ops.log_read_extents = ext_read;
+	stor.ops = &ext_ops;
+	/* logs_read never asks for extents. */
+	assert_int_equal(logs_read("t", 0, 0, 1 << 20, read_cb, &lp), PMQ_OK);
+	RUN_UNTIL(lp.called);
+	assert_int_equal(lp.status, PMQ_OK);
+	assert_int_equal(ext_calls, 0);
+	/* A stored read gets the extents answer itself, len its bytes; the
+	 * reference keeps it past the callback. */
+	assert_int_equal(logs_read_stored("t", 0, 0, 1 << 20, keep_cb, &k),
+	    PMQ_OK);
+	RUN_UNTIL(k.called);
+	assert_int_equal(ext_calls, 1);
+	assert_int_equal(k.len, plain.len);
+	a = k.data;
+	assert_int_equal(a->x.n, 2);
+	assert_int_equal(a->v[0].len + a->v[1].len, plain.len);
+	assert_memory_equal(a->bytes, plain.data, plain.len);
+	assert_non_null(k.ref);
+	assert_null(k.ref2); /* not a pointer into bytes: a handle */
+	assert_int_equal(ext_freed, 0);
+	storage_read_unref(k.ref);
+	assert_int_equal(ext_freed, 1);
+	/* Pieces that do not add up to len: refused, freed, never seen. */
+	ext_lie = 1;
+	assert_int_equal(logs_read_stored("t", 0, 0, 1 << 20, read_cb, &bad),
+	    PMQ_OK);
+	RUN_UNTIL(bad.called);
+	assert_int_equal(bad.status, PMQ_ERR_CORRUPT);
+	assert_int_equal(bad.len, 0);
+	assert_int_equal(ext_freed, 2);
+	ext_lie = 0;
+	stor.ops = sops;
+	teardown(NULL);
+}
+
 static void
 test_read(void **state)
 {
@@ -1066,6 +1197,7 @@ main(void)
 	    cmocka_unit_test(test_rules),
 	    cmocka_unit_test(test_retention_bytes),
 	    cmocka_unit_test(test_read_ref),
+	    cmocka_unit_test(test_read_stored),
 	    cmocka_unit_test(test_retention_time),
 	    cmocka_unit_test(test_failed_append),
 	    cmocka_unit_test(test_failed_append_resync),

@@ -9,7 +9,10 @@
  * drains or either one goes away; a large read reaches the transport in
  * one callback, a partial frame is kept across reads, a resumed
  * connection sees its buffered input on a later callback, and an idle
- * connection holds no buffers.
+ * connection holds no buffers.  A stored read answer (ABI 1.2) made of
+ * file and memory pieces leaves in slot order, the file pieces through
+ * sendfile, and the answer is freed once, after its last byte left or
+ * when the connection died.
  * Drives core/conn.c over socketpairs with a stub transport.
  */
 #include <stdarg.h>
@@ -32,6 +35,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "listener.h"
+#include "storage.h"
 
 static int closed_calls, closed_reason, drained_calls, input_calls;
 /* t_input: with need > 0, consume only whole frames of need bytes that
@@ -437,6 +441,214 @@ test_send_ref_released_when_conn_gone(void **state)
 	assert_int_equal(rel_late, 1);
 }
 
+
+/* ---- stored read answers (storage_send_stored) ---- */
+
+/* An answer as a storage plugin's log_read_extents gives it. */
+struct answer {
+	struct pmq_extents x;
+	struct pmq_extent v[4];
+	int fd;     /* the answer's own descriptor, closed by answer_free */
+	int freed;
+};
+
+static void
+answer_free(void *data)
+{
+	struct answer *a = data;
+
+	close(a->fd);
+	a->fd = -1;
+	a->freed++;
+}
+
+static void *got_ref;
+
+static void
+take_ref(void *arg, int status, int64_t value, const void *data, size_t len)
+{
+	(void)arg;
+	(void)value;
+	assert_int_equal(status, PMQ_OK);
+	assert_non_null(data);
+	assert_true(len > 0);
+	/* A piece of an extents answer cannot be referred to alone. */
+	assert_null(storage_read_ref((const char *)data + 1));
+	got_ref = storage_read_ref(data);
+	assert_non_null(got_ref);
+}
+
+/* A temp file of n pattern bytes (returned in *content); its fd. */
+static int
+pattern_file(size_t n, unsigned char **content)
+{
+	char path[] = "/tmp/pmq-test-slots-XXXXXX";
+	unsigned char *b = malloc(n);
+	size_t i;
+	int fd = mkstemp(path);
+
+	assert_non_null(b);
+	assert_true(fd >= 0);
+	unlink(path);
+	for (i = 0; i < n; i++)
+		b[i] = (unsigned char)(i * 7 % 251);
+	assert_int_equal(write(fd, b, n), (ssize_t)n);
+	*content = b;
+	return fd;
+}
+
+/* Complete a stored read with a (extents) and take its reference. */
+static void *
+complete_answer(struct answer *a, size_t len, int extents)
+{
+	struct pmq_io *io = storage_io_new(take_ref, NULL);
+
+	assert_non_null(io);
+	if (extents)
+		storage_io_set_extents(io);
+	got_ref = NULL;
+	storage_io_done_data(io, PMQ_OK, a, len, answer_free);
+	assert_int_equal(storage_io_run(), 1);
+	assert_int_equal(a->freed, 0); /* the reference keeps it */
+	return got_ref;
+}
+
+static void
+test_send_stored_file_pieces_in_order(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *content, *want, *buf;
+	struct answer a = {.x = {.size = sizeof a.x, .n = 4, .v = a.v}};
+	size_t total = 4 + 200000 + 3 + 40000, all = 1 + total + 1, off = 0;
+	pmq_slot *s1, *s2;
+	int file = pattern_file(300000, &content);
+	void *ref;
+
+	a.fd = dup(file);
+	assert_true(a.fd >= 0);
+	a.v[0] = (struct pmq_extent){.data = "hdr-", .len = 4, .fd = -1};
+	a.v[1] = (struct pmq_extent){.pos = 1000, .len = 200000, .fd = a.fd};
+	a.v[2] = (struct pmq_extent){.data = "mid", .len = 3, .fd = -1};
+	a.v[3] = (struct pmq_extent){.pos = 250000, .len = 40000, .fd = a.fd};
+	ref = complete_answer(&a, total, 1);
+	s1 = conn_slot_open(f->c);
+	s2 = conn_slot_open(f->c);
+	assert_int_equal(storage_send_stored(s2, ref), PMQ_OK);
+	conn_slot_close(s2);
+	assert_int_equal(conn_send(f->c, "Z", 1, PMQ_SEND_ORDERED), PMQ_OK);
+	assert_nothing_pending(f); /* s1 still open */
+	assert_int_equal(conn_output_len(f->c), total + 1);
+	assert_int_equal(conn_slot_send(s1, "A", 1), PMQ_OK);
+	conn_slot_close(s1);
+
+	want = malloc(all);
+	buf = malloc(all);
+	assert_non_null(want);
+	assert_non_null(buf);
+	want[off++] = 'A';
+	memcpy(want + off, "hdr-", 4), off += 4;
+	memcpy(want + off, content + 1000, 200000), off += 200000;
+	memcpy(want + off, "mid", 3), off += 3;
+	memcpy(want + off, content + 250000, 40000), off += 40000;
+	want[off++] = 'Z';
+	assert_int_equal(off, all);
+	assert_int_equal(read_peer(f, (char *)buf, all), all);
+	assert_memory_equal(buf, want, all);
+	assert_nothing_pending(f);
+	loop_until(f, &a.freed, 1);
+	assert_int_equal(a.freed, 1);
+	assert_null(f->c->out);
+	free(want);
+	free(buf);
+	free(content);
+	close(file);
+}
+
+struct bytes_answer {
+	char b[19];
+	int freed;
+};
+
+static void
+bytes_free(void *data)
+{
+	((struct bytes_answer *)data)->freed++;
+}
+
+static void
+take_bytes_ref(void *arg, int status, int64_t value, const void *data,
+    size_t len)
+{
+	(void)arg;
+	(void)value;
+	assert_int_equal(status, PMQ_OK);
+	assert_int_equal(len, 18);
+	got_ref = storage_read_ref(data);
+	assert_non_null(got_ref);
+}
+
+static void
+test_send_stored_bytes_answer(void **state)
+{
+	struct fixture *f = *state;
+	/* A storage without log_read_extents answers with bytes: the same
+	 * call sends them by reference. */
+	struct bytes_answer a = {.b = "plain stored bytes"};
+	struct pmq_io *io = storage_io_new(take_bytes_ref, NULL);
+	pmq_slot *s;
+	char buf[18];
+
+	assert_non_null(io);
+	got_ref = NULL;
+	storage_io_done_data(io, PMQ_OK, &a, 18, bytes_free);
+	assert_int_equal(storage_io_run(), 1);
+	s = conn_slot_open(f->c);
+	assert_int_equal(storage_send_stored(s, got_ref), PMQ_OK);
+	conn_slot_close(s);
+	assert_int_equal(read_peer(f, buf, 18), 18);
+	assert_memory_equal(buf, "plain stored bytes", 18);
+	loop_until(f, &a.freed, 1);
+	assert_int_equal(a.freed, 1);
+}
+
+static void
+test_send_stored_released_when_conn_gone(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *content;
+	struct answer a = {.x = {.size = sizeof a.x, .n = 2, .v = a.v}};
+	int file = pattern_file(100000, &content);
+	pmq_slot *s1, *s2;
+	void *ref;
+
+	a.fd = dup(file);
+	a.v[0] = (struct pmq_extent){.pos = 0, .len = 100000, .fd = a.fd};
+	a.v[1] = (struct pmq_extent){.data = "m", .len = 1, .fd = -1};
+	ref = complete_answer(&a, 100001, 1);
+	s1 = conn_slot_open(f->c);
+	s2 = conn_slot_open(f->c);
+	assert_int_equal(storage_send_stored(s2, ref), PMQ_OK);
+	conn_slot_close(s2); /* waits behind s1: nothing written */
+	conn_close(f->c, 0);
+	loop_until(f, &closed_calls, 1);
+	assert_int_equal(closed_calls, 1);
+	assert_int_equal(a.freed, 1); /* both pieces dropped, freed once */
+	assert_int_equal(fcntl(file, F_GETFD) >= 0, 1);
+	/* A late answer into the dead slot is freed at once. */
+	{
+		struct answer b = {.x = {.size = sizeof b.x, .n = 1, .v = b.v}};
+
+		b.fd = dup(file);
+		b.v[0] = (struct pmq_extent){.pos = 5, .len = 10, .fd = b.fd};
+		ref = complete_answer(&b, 10, 1);
+		assert_int_equal(storage_send_stored(s1, ref), PMQ_ERR_CLOSED);
+		assert_int_equal(b.freed, 1);
+	}
+	conn_slot_close(s1);
+	free(content);
+	close(file);
+}
+
 /* Queue far more output on c2 than the socket takes, so it stays over
  * half its mark until its peer reads. */
 static size_t
@@ -637,6 +849,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_large_read_one_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_frame_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_resume_sees_buffered_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_stored_file_pieces_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_stored_bytes_answer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_stored_released_when_conn_gone, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
