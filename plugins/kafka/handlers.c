@@ -1501,9 +1501,10 @@ struct fpart {
 	int64_t high_water;
 	int64_t log_start;
 	const uint8_t *data; /* the read's bytes: in the storage's buffer
-	                      * (ref) or in copy */
+	                      * (ref) or in copy; NULL when stored */
 	size_t len;
-	void *ref;           /* log_read_ref on the storage's buffer */
+	void *ref;           /* log_read_ref on the storage's answer */
+	int stored;          /* ref is a log_read_stored answer: opaque */
 	uint8_t *copy;       /* malloc'd when the buffer could not be kept */
 };
 
@@ -1606,7 +1607,8 @@ fetch_reply(struct kreq *r)
 
 				p->ref = NULL; /* r owns it now */
 				kc_w_bytes_len(w, p->len);
-				if (kreq_add_ref(r, p->data, p->len, ref) != 0)
+				if (kreq_add_ref(r, p->stored ? NULL : p->data,
+				                 p->len, ref) != 0)
 					w->err = 1; /* cannot frame: close */
 				p->data = NULL;
 				continue;
@@ -1636,18 +1638,24 @@ fetch_read_done(void *arg, int status, const void *data, size_t len,
 		p->log_start = offs->log_start;
 	}
 	if (status == PMQ_OK && len > 0) {
-		/* Keep the storage's buffer and send from it (fetch_reply);
-		 * a host that cannot keep it gets a copy, as on 1.0. */
+		/* Keep the storage's answer and send from it (fetch_reply);
+		 * a host that cannot keep it gets a copy, as on 1.0.  A
+		 * log_read_stored answer is opaque (its bytes may still be
+		 * in files): no copy of it can be made. */
 		p->ref = kafka_ref_api ? api->log_read_ref(data) : NULL;
-		if (p->ref == NULL) {
+		p->stored = kafka_stored_api;
+		if (p->ref == NULL && p->stored) {
+			p->err = KE_KAFKA_STORAGE_ERROR; /* retriable */
+		} else if (p->ref == NULL) {
 			p->copy = malloc(len);
 			if (p->copy != NULL)
 				memcpy(p->copy, data, len);
 		}
 		if (p->ref == NULL && p->copy == NULL) {
 			p->err = KE_KAFKA_STORAGE_ERROR; /* retriable */
-		} else {
-			p->data = p->ref != NULL ? data : p->copy;
+		} else if (p->err == KE_NONE) {
+			p->data = p->stored ? NULL :
+			          p->ref != NULL ? data : p->copy;
 			p->len = len;
 			s->total += len;
 		}
@@ -1766,8 +1774,9 @@ fetch_next(struct kreq *r)
 				if (max > (size_t)q->max_bytes - s->total)
 					max = (size_t)q->max_bytes - s->total;
 			}
-			rc = api->log_read(t->name, kp->index, kp->offset, max,
-			                   fetch_read_done, r);
+			rc = (kafka_stored_api ? api->log_read_stored :
+			      api->log_read)(t->name, kp->index, kp->offset,
+			                     max, fetch_read_done, r);
 			if (rc == PMQ_OK)
 				return; /* fetch_read_done continues */
 			p->err = kerr_of(rc);

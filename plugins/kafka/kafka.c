@@ -9,9 +9,11 @@
  *
  * Threads: every function here runs on the host's loop thread (host.h).
  *
- * ABI: built against 1.1 but stamped to require 1.0 only; the 1.1 members
- * (has_subscribers, slot_send_ref, log_read_ref/unref) are used when
- * PMQ_HAS finds them (kafka_init), and a 1.0 host gets the copying paths.
+ * ABI: built against 1.2 but stamped to require 1.0 only; the 1.1 members
+ * (has_subscribers, slot_send_ref, log_read_ref/unref) and the 1.2 ones
+ * (log_read_stored, slot_send_stored: Fetch answers leave the segment
+ * files with sendfile) are used when PMQ_HAS finds them (kafka_init), and
+ * a 1.0 host gets the copying paths.
  */
 /* Before any plexmq header: PMQ_PLUGIN_DEFINE stamps the minor required. */
 #define PMQ_TARGET_ABI_MINOR 0
@@ -39,6 +41,7 @@
 const struct pmq_host_api *kafka_api;
 int kafka_has_subs_api;
 int kafka_ref_api;
+int kafka_stored_api;
 #define api kafka_api
 
 static void kafka_parse(struct kconn *kc);
@@ -177,7 +180,9 @@ kreq_send(struct kreq *r)
 		k->ref = NULL;
 		if (rc == PMQ_OK && k->at > pos)
 			rc = api->slot_send(r->slot, r->w.buf + pos, k->at - pos);
-		if (rc == PMQ_OK)
+		if (rc == PMQ_OK && k->data == NULL)
+			rc = api->slot_send_stored(r->slot, ref);
+		else if (rc == PMQ_OK)
 			rc = api->slot_send_ref(r->slot, k->data, k->len,
 			                        api->log_read_unref, ref);
 		else
@@ -720,6 +725,11 @@ kafka_init(const struct pmq_host_api *host)
 	                host->slot_send_ref != NULL &&
 	                host->log_read_ref != NULL &&
 	                host->log_read_unref != NULL;
+	/* Fetch from the segment files (sendfile) needs both, and refs. */
+	kafka_stored_api = kafka_ref_api &&
+	                   PMQ_HAS(host, struct pmq_host_api, slot_send_stored) &&
+	                   host->log_read_stored != NULL &&
+	                   host->slot_send_stored != NULL;
 	return PMQ_OK;
 }
 

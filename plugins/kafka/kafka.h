@@ -22,6 +22,7 @@ extern const struct pmq_host_api *kafka_api;
  * so the plugin still loads into a 1.0 host and copies there. */
 extern int kafka_has_subs_api;
 extern int kafka_ref_api;
+extern int kafka_stored_api; /* log_read_stored + slot_send_stored (1.2) */
 
 struct kgroups;    /* group.c */
 struct kproducers; /* handlers.c: idempotent producer state, rebuilt
@@ -61,11 +62,12 @@ struct kconn {
 };
 
 /* Stored bytes spliced into a response at writer offset `at` instead of
- * being copied into it: sent with slot_send_ref, released with
- * log_read_unref (kreq_add_ref). */
+ * being copied into it: sent with slot_send_ref, or with
+ * slot_send_stored when data is NULL (a log_read_stored answer), released
+ * with log_read_unref (kreq_add_ref). */
 struct kref {
 	size_t at;
-	const void *data;
+	const void *data;  /* NULL: ref holds a log_read_stored answer */
 	size_t len;
 	void *ref; /* from log_read_ref; NULL once handed to the host */
 };
@@ -103,7 +105,8 @@ struct kreq {
  * at its offset. */
 void kreq_reply(struct kreq *r);
 /* Splice len stored bytes at the writer's current end: the response
- * carries them by reference (needs kafka_ref_api).  Takes ownership of
+ * carries them by reference (needs kafka_ref_api); data NULL: ref is a
+ * log_read_stored answer's (needs kafka_stored_api).  Takes ownership of
  * ref (a log_read_ref reference) in every case, failure included: it is
  * released when the bytes are written, dropped, or r is freed.  Returns
  * 0, or -1 when out of memory (ref already released). */
