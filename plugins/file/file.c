@@ -13,11 +13,24 @@
  * fsync covers many writes and acknowledgements leave in bursts.  With
  * fsync = interval writes complete after write() and the writer fsyncs the
  * files it dirtied every fsync_interval_ms; with never the OS decides.
- * Reads (log_read, log_offset_for_time) run on the same thread, in queue
- * order, and complete as soon as they are done.
+ * Reads (log_read, log_read_extents, log_offset_for_time) run on the same
+ * thread, in queue order, and complete as soon as they are done.
  *
  * Config keys: dir, fsync, fsync_interval_ms, segment_bytes,
- * index_interval_bytes, read_only.
+ * index_interval_bytes, read_only, zero_copy.
+ *
+ * Zero-copy reads (ABI 1.2 log_read_extents): with zero_copy = yes (the
+ * default) batches of 64 KiB and more are answered as pieces of the
+ * segment file (a dup of the segment's cached read fd, closed by the
+ * answer's free_fn), so the host can sendfile them to the socket.  Their
+ * frame header is checked but not their CRC (the RecordBatch inside
+ * carries its own, which clients check); before completing, the writer
+ * reads their pages into the page cache by sendfile()ing them to
+ * /dev/null (opened at start), because the host's sendfile runs on the
+ * loop thread and must not wait for the disk.  Smaller batches are copied
+ * and CRC-checked as log_read does.  zero_copy = no copies (and
+ * CRC-checks) every batch: memory pieces only.  An empty answer completes
+ * with data NULL, len 0, no free_fn, like log_read's.
  *
  * Read-only: with read_only = yes, or when the data dir, its LOCK or the
  * journal cannot be opened for writing (EROFS, EACCES), the store opens
@@ -55,6 +68,7 @@ enum op_kind {
 	OP_DONE, /* completion only: status decided at submit */
 	OP_APPEND,
 	OP_READ,
+	OP_EXTENTS, /* log_read_extents */
 	OP_TRIM,
 	OP_REMOVE,
 	OP_TIME,
@@ -71,6 +85,7 @@ struct op {
 	int64_t value;
 	struct pmq_batch_meta meta;
 	unsigned char *data; /* append: frame; kv: record; read: result */
+	struct pmq_extents *ext; /* log_read_extents: the answer */
 	size_t len;
 	int64_t offset; /* read offset, trim start, timestamp */
 	size_t max_bytes;
@@ -89,6 +104,12 @@ struct fs {
 	uint64_t segment_bytes;
 	uint64_t index_interval;
 	int cfg_rdonly; /* read_only = yes */
+	int zero_copy;  /* zero_copy = yes: file pieces in extents answers */
+	/* /dev/null open for writing: log_read_extents warms a file piece's
+	 * pages by sendfile()ing it there.  -1: none, or sendfile to it
+	 * proved unsupported (then posix_fadvise WILLNEED).  Writer only
+	 * after start. */
+	int devnull_fd;
 	int rdonly;     /* serving read-only (set during start only) */
 	atomic_uint_fast64_t refused; /* writes refused as read-only */
 
@@ -129,6 +150,21 @@ pmq_instance *fs_inst(const struct fs *s) { return s->inst; }
 uint64_t fs_segment_bytes(const struct fs *s) { return s->segment_bytes; }
 uint64_t fs_index_interval(const struct fs *s) { return s->index_interval; }
 int fs_rdonly(const struct fs *s) { return s->rdonly; }
+int fs_zero_copy(const struct fs *s) { return s->zero_copy; }
+int fs_devnull(const struct fs *s) { return s->devnull_fd; }
+
+void fs_devnull_unusable(struct fs *s, int e)
+{
+	if (s->devnull_fd < 0)
+		return;
+	fs_api->log(s->inst, PMQ_LOG_INFO,
+	            "file storage: sendfile to /dev/null: %s; warming "
+	            "zero-copy reads with posix_fadvise instead (the loop "
+	            "thread may then wait for the disk in sendfile)",
+	            strerror(e));
+	close(s->devnull_fd);
+	s->devnull_fd = -1;
+}
 
 void fs_set_rdonly(struct fs *s, const char *path, int e)
 {
@@ -293,6 +329,8 @@ static int dirty_err(struct fs *s, uint64_t id)
 static void op_free(struct op *o)
 {
 	free(o->data);
+	if (o->ext != NULL)
+		flog_extents_free(o->ext);
 	fkv_undo_free(o->undo);
 	free(o);
 }
@@ -302,7 +340,13 @@ static void op_complete(struct op *o)
 	if (o->io == NULL || o->completed)
 		return;
 	o->completed = 1;
-	if (o->is_data) {
+	if (o->is_data && o->ext != NULL) {
+		struct pmq_extents *x = o->ext;
+
+		o->ext = NULL; /* the host owns it (and its fds) now */
+		fs_api->io_done_data(o->io, o->status, x, o->len,
+		                     flog_extents_free);
+	} else if (o->is_data) {
 		unsigned char *d = o->data;
 
 		o->data = NULL; /* the host owns it now */
@@ -357,6 +401,11 @@ static void exec_op(struct fs *s, struct op *o)
 	case OP_READ:
 		o->status = flog_read(s, l, o->offset, o->max_bytes, o->limit,
 		                      &o->data, &o->len);
+		op_complete(o);
+		break;
+	case OP_EXTENTS:
+		o->status = flog_read_extents(s, l, o->offset, o->max_bytes,
+		                              o->limit, &o->ext, &o->len);
 		op_complete(o);
 		break;
 	case OP_TIME:
@@ -443,7 +492,7 @@ static void run_group(struct fs *s, struct op *batch)
 	for (o = batch; o; o = o->next) {
 		exec_op(s, o);
 		if (o->status == PMQ_ERR_RDONLY && o->kind != OP_READ &&
-		    o->kind != OP_TIME)
+		    o->kind != OP_EXTENTS && o->kind != OP_TIME)
 			fs_note_refused(s);
 	}
 	if (s->sync == FS_SYNC_ALWAYS) {
@@ -641,13 +690,13 @@ static struct op *op_new(struct fs *s, pmq_io *io, enum op_kind kind,
 
 	if (o == NULL) {
 		fail_now(s, io, PMQ_ERR_NOMEM,
-		         kind == OP_READ);
+		         kind == OP_READ || kind == OP_EXTENTS);
 		return NULL;
 	}
 	o->kind = kind;
 	o->io = io;
 	o->log = l;
-	o->is_data = kind == OP_READ;
+	o->is_data = kind == OP_READ || kind == OP_EXTENTS;
 	return o;
 }
 
@@ -690,6 +739,8 @@ static void *fs_create(pmq_instance *inst)
 	s->segment_bytes = 64u << 20;
 	s->index_interval = 4096;
 	s->lock_fd = -1;
+	s->zero_copy = 1;
+	s->devnull_fd = -1;
 	atomic_init(&s->next_id, 0);
 	atomic_init(&s->fsyncs, 0);
 	atomic_init(&s->writes, 0);
@@ -799,6 +850,17 @@ static int fs_configure(void *st, const char *key, const char *value,
 			return PMQ_ERR_CONFIG;
 		}
 		s->cfg_rdonly = b;
+		return PMQ_OK;
+	}
+	if (strcmp(key, "zero_copy") == 0) {
+		int b;
+
+		if (fs_api->cfg_bool(value, &b) != PMQ_OK) {
+			snprintf(err, err_len, "zero_copy: want yes or no, got "
+			         "'%s'", value);
+			return PMQ_ERR_CONFIG;
+		}
+		s->zero_copy = b;
 		return PMQ_OK;
 	}
 	if (strcmp(key, "index_interval_bytes") == 0) {
@@ -973,6 +1035,18 @@ static int fs_start(void *st)
 		            s->dir, fs_api->strerror(rc));
 		return rc;
 	}
+	if (s->zero_copy && s->devnull_fd < 0) {
+		/* The sink of the page cache warm-up of zero-copy reads.
+		 * Without it reads still work, warmed by posix_fadvise. */
+		do
+			s->devnull_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		while (s->devnull_fd < 0 && errno == EINTR);
+		if (s->devnull_fd < 0)
+			fs_api->log(s->inst, PMQ_LOG_WARN,
+			            "file storage: /dev/null: %s; zero-copy reads "
+			            "are warmed with posix_fadvise only",
+			            strerror(errno));
+	}
 	s->last_sync_ms = mono_ms();
 	s->stopping = 0;
 	rc = pthread_create(&s->thr, NULL, writer, s);
@@ -1030,6 +1104,8 @@ static void fs_destroy(void *st)
 	fkv_free(s->kv);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	if (s->devnull_fd >= 0)
+		close(s->devnull_fd);
 	free(s->dirty);
 	while (s->nfailed > 0)
 		free(s->failed[--s->nfailed]);
@@ -1178,11 +1254,12 @@ static void fs_log_append(void *st, void *log,
 	submit_log(s, o);
 }
 
-static void fs_log_read(void *st, void *log, int64_t offset,
-                        size_t max_bytes, int64_t limit, pmq_io *io)
+/* A read op (OP_READ or OP_EXTENTS) on log. */
+static void submit_read(struct fs *s, enum op_kind kind, void *log,
+                        int64_t offset, size_t max_bytes, int64_t limit,
+                        pmq_io *io)
 {
-	struct fs *s = st;
-	struct op *o = op_new(s, io, OP_READ, log);
+	struct op *o = op_new(s, io, kind, log);
 
 	if (o == NULL)
 		return;
@@ -1190,6 +1267,19 @@ static void fs_log_read(void *st, void *log, int64_t offset,
 	o->max_bytes = max_bytes;
 	o->limit = limit;
 	submit_log(s, o);
+}
+
+static void fs_log_read(void *st, void *log, int64_t offset,
+                        size_t max_bytes, int64_t limit, pmq_io *io)
+{
+	submit_read(st, OP_READ, log, offset, max_bytes, limit, io);
+}
+
+/* 1.2: log_read whose answer may point into the segment files. */
+static void fs_log_read_extents(void *st, void *log, int64_t offset,
+                                size_t max_bytes, int64_t limit, pmq_io *io)
+{
+	submit_read(st, OP_EXTENTS, log, offset, max_bytes, limit, io);
 }
 
 static void fs_log_trim(void *st, void *log, int64_t new_start, pmq_io *io)
@@ -1373,6 +1463,7 @@ static const struct pmq_storage_ops fs_ops = {
 	.kv_del = fs_kv_del,
 	.kv_get = fs_kv_get,
 	.kv_scan = fs_kv_scan,
+	.log_read_extents = fs_log_read_extents,
 };
 
 PMQ_PLUGIN_DEFINE(PMQ_KIND_STORAGE, "file", "1.0.0",

@@ -54,6 +54,9 @@ struct fs_rbuf {
 	off_t off; /* file position of buf[0] */
 	size_t len; /* valid bytes in buf */
 	uint64_t fsize;
+	size_t win; /* bytes to read at a miss (0: 64 KiB); a reader that
+	               knows a big batch follows asks for less, so the
+	               window does not read (and copy) the batch's data */
 };
 /* Pointer to n bytes at pos, or NULL (past EOF, or *err set on an error). */
 const unsigned char *fs_rbuf_get(struct fs_rbuf *rb, uint64_t pos, size_t n,
@@ -95,6 +98,15 @@ void fs_set_rdonly(struct fs *s, const char *path, int e);
 /* A write was refused because the store or log is read-only (counted;
  * the first is logged). */
 void fs_note_refused(struct fs *s);
+/* zero_copy = yes (the default): log_read_extents may answer with file
+ * pieces. */
+int fs_zero_copy(const struct fs *s);
+/* Writer: the store's /dev/null (open for writing), the sink of the page
+ * cache warm-up, or -1 when there is none or it proved unusable. */
+int fs_devnull(const struct fs *s);
+/* Writer: sendfile into /dev/null failed with errno e (EINVAL, ENOSYS):
+ * warm pages with posix_fadvise from now on; logged once. */
+void fs_devnull_unusable(struct fs *s, int e);
 
 /* ---- logs (segment.c) ---- */
 
@@ -106,6 +118,14 @@ struct seg {
 	int64_t max_ts; /* largest batch max timestamp, INT64_MIN if none */
 	uint64_t id;    /* for group commit bookkeeping */
 	int fd, ifd, tfd; /* open for the active (last) segment only */
+	/* Read-only descriptor of the .log cached for reads (-1: none): opened
+	 * on the first read that needs it, advised sequential, kept so the
+	 * kernel's read-ahead state survives from one read to the next;
+	 * log_read_extents answers hold dups of it (same open file
+	 * description).  At most FS_RFD_MAX per log are kept (least recently
+	 * used closed first).  rfd_used: l->rfd_tick at its last use. */
+	int rfd;
+	uint64_t rfd_used;
 	/* Sparse index: the frame at pos[i] has base off[i]; tpre[i] is the
 	 * largest max timestamp of the frames before it in this segment
 	 * (INT64_MIN for none), so a time lookup can start there. */
@@ -130,6 +150,7 @@ struct flog {
 	int rdonly;    /* files opened read-only: every write fails with
 	                  PMQ_ERR_RDONLY, nothing on disk is changed */
 	void *close_op; /* file.c's op for log_close, allocated at open */
+	uint64_t rfd_tick; /* use clock of the segments' cached rfds */
 };
 
 /* Frame header before each batch in a segment file. */
@@ -150,6 +171,17 @@ int flog_append(struct fs *s, struct flog *l,
 /* Writer: returns PMQ_OK with *out (malloc'd, caller frees) and *out_len. */
 int flog_read(struct fs *s, struct flog *l, int64_t offset, size_t max_bytes,
               int64_t limit, unsigned char **out, size_t *out_len);
+/* Writer: the batches flog_read would return, as pieces: batches of
+ * 64 KiB and more (with zero_copy) as file pieces (header checked, CRC
+ * not; pages warmed into the page cache), the others copied (CRC checked)
+ * into one buffer.  PMQ_OK with *out (NULL when empty; else release with
+ * flog_extents_free, which closes its fds) and *out_len (batch bytes). */
+int flog_read_extents(struct fs *s, struct flog *l, int64_t offset,
+                      size_t max_bytes, int64_t limit,
+                      struct pmq_extents **out, size_t *out_len);
+/* Release a flog_read_extents answer: any thread, any time later (the
+ * segment may be gone); closes its fds. */
+void flog_extents_free(void *x);
 int flog_trim(struct fs *s, struct flog *l, int64_t new_start,
               int64_t *value);
 int flog_remove(struct fs *s, struct flog *l);

@@ -11,6 +11,16 @@
  * I/O thread (the writer), the only thread that touches a log's segments
  * while it is in use.
  *
+ * Reads: flog_read copies batches out (CRC checked); flog_read_extents
+ * (ABI 1.2 log_read_extents) answers with pieces, leaving batches of
+ * 64 KiB and more in the segment file (header checked, CRC not: the
+ * RecordBatch carries its own) for the host to sendfile(), their pages
+ * read into the page cache first.  Both walk the frames the same way
+ * (read_walk), so they select the same batches.  Each segment caches one
+ * read-only fd (seg->rfd); an extents answer owns one dup of it per
+ * segment it touches, so it stays readable after the segment is deleted
+ * or the log closed or removed, until the host frees it.
+ *
  * A read-only log (l->rdonly: the store is read-only, or a segment could
  * not be opened for writing) opens its files O_RDONLY and changes nothing:
  * recovery still validates every tail, but a torn or corrupt one is only
@@ -27,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +46,10 @@
 #define IDX_ENTRY 16        /* .index: offset i64, position u64 */
 #define MAX_FRAME (1u << 30) /* larger lengths are garbage, not batches */
 #define START_MAGIC 0x53514d50u /* "PMQS" */
+/* Cached read fds per log (seg->rfd): enough for a few readers at
+ * different places of a log, bounded so thousands of segments read once
+ * do not hold thousands of fds. */
+#define FS_RFD_MAX 16
 
 /* ---- names ---- */
 
@@ -153,7 +168,7 @@ static struct seg *seg_new(struct fs *s, int64_t base)
 	g->base = g->end = base;
 	g->max_ts = INT64_MIN;
 	g->id = fs_new_file_id(s);
-	g->fd = g->ifd = g->tfd = -1;
+	g->fd = g->ifd = g->tfd = g->rfd = -1;
 	return g;
 }
 
@@ -170,12 +185,22 @@ static void seg_close_fds(struct fs *s, struct seg *g, int sync)
 	g->fd = g->ifd = g->tfd = -1;
 }
 
+/* Drop g's cached read fd.  Answers that hold dups of it keep reading:
+ * the open file description lives until its last fd is closed. */
+static void seg_close_rfd(struct seg *g)
+{
+	if (g->rfd >= 0)
+		close(g->rfd);
+	g->rfd = -1;
+}
+
 static void seg_free(struct fs *s, struct seg *g)
 {
 	if (g == NULL)
 		return;
 	/* Unsynced data of a closing log is synced as the policy says. */
 	seg_close_fds(s, g, 1);
+	seg_close_rfd(g);
 	free(g->off);
 	free(g->pos);
 	free(g->tpre);
@@ -1072,15 +1097,30 @@ static size_t idx_find(const struct seg *g, int64_t offset)
 	return lo;
 }
 
-/* The segment's .log for reading: the active fd, or a new one (*own). */
-static int seg_fd(struct fs *s, struct flog *l, struct seg *g, int *own)
+/* g's cached read-only fd, opened on first use (writer): -errno when it
+ * cannot be opened (logged).  Opening one more than FS_RFD_MAX in the log
+ * closes the least recently used other one. */
+static int seg_rfd(struct fs *s, struct flog *l, struct seg *g)
 {
+	struct seg *lru = NULL;
+	size_t i, open_n = 0;
 	char *p;
 	int fd;
 
-	*own = 0;
-	if (g->fd >= 0)
-		return g->fd;
+	g->rfd_used = ++l->rfd_tick;
+	if (g->rfd >= 0)
+		return g->rfd;
+	for (i = 0; i < l->nsegs; i++) {
+		struct seg *o = l->segs[i];
+
+		if (o == g || o->rfd < 0)
+			continue;
+		open_n++;
+		if (lru == NULL || o->rfd_used < lru->rfd_used)
+			lru = o;
+	}
+	if (open_n >= FS_RFD_MAX && lru != NULL)
+		seg_close_rfd(lru);
 	p = seg_path(l, g->base, ".log");
 	if (p == NULL)
 		return -ENOMEM;
@@ -1091,11 +1131,25 @@ static int seg_fd(struct fs *s, struct flog *l, struct seg *g, int *own)
 		fd = -errno;
 		fs_api->log(fs_inst(s), PMQ_LOG_ERROR, "file storage: %s: %s",
 		            p, strerror(errno));
-	} else {
-		*own = 1;
+		free(p);
+		return fd;
 	}
 	free(p);
+	/* A fresh descriptor starts the kernel's read-ahead small: say the
+	 * reads are sequential so a cold segment is read in big steps.  The
+	 * state lives in the open file description, which this cached fd
+	 * (and the dups answers hold) keeps from one read to the next.
+	 * Advice only: a failure changes nothing. */
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	g->rfd = fd;
 	return fd;
+}
+
+/* The segment's .log for reading: the active segment's own fd (no extra
+ * fd for the tail most reads hit), else the cached read fd. */
+static int seg_fd(struct fs *s, struct flog *l, struct seg *g)
+{
+	return g->fd >= 0 ? g->fd : seg_rfd(s, l, g);
 }
 
 static void corrupt(struct fs *s, struct flog *l, struct seg *g,
@@ -1122,8 +1176,14 @@ static uint64_t log_bytes_from(const struct flog *l, size_t si, uint64_t pos)
 }
 
 /* Frames at least this long are read straight into the result: through
- * the 64 KiB read buffer they would be read (and copied) twice. */
+ * the 64 KiB read buffer they would be read (and copied) twice.  In an
+ * extents answer (zero_copy = yes) they stay in the file. */
 #define READ_DIRECT_MIN 65536u
+
+/* The read window after a big frame: enough for the next header (and a
+ * few small frames), without reading 64 KiB of a big frame's data that
+ * is read directly, or not at all. */
+#define READ_WIN_AFTER_BIG 4096u
 
 /* Copy the data of the frame at pos (header h, already checked but for
  * the CRC) to dst and check the CRC.  A big frame is pread straight into
@@ -1163,15 +1223,46 @@ static int frame_copy(struct fs_rbuf *rb, uint64_t pos,
 	return 0;
 }
 
-int flog_read(struct fs *s, struct flog *l, int64_t offset, size_t max_bytes,
-              int64_t limit, unsigned char **out, size_t *out_len)
+/* One read in progress: what read_walk hands to the taker of each frame
+ * it selects. */
+struct rd {
+	struct fs *s;
+	struct flog *l;
+	size_t si;          /* segment of the frame being taken */
+	struct fs_rbuf *rb; /* its read window */
+	size_t max_bytes;
+	size_t total;       /* batch bytes taken so far */
+	/* flog_read: the result */
+	unsigned char *buf;
+	size_t cap;
+	/* flog_read_extents: the answer, and the dup of segment dup_si's
+	 * read fd its file pieces use (-1: none yet) */
+	struct fs_extents *x;
+	int dup_fd;
+	size_t dup_si;
+};
+
+/* Takes the frame at pos (header h, checked but for the CRC): PMQ_OK, or
+ * an error with *why set when the frame is bad (logged by the caller). */
+typedef int (*take_fn)(struct rd *r, uint64_t pos, const unsigned char *h,
+                       const char **why, int *err);
+
+/*
+ * The batch selection of log_read, shared by both reads: whole batches from
+ * the one holding offset, until one more would pass max_bytes (at least
+ * one), never one at or past limit; PMQ_ERR_RANGE outside [start, end];
+ * nothing at the end.  Every frame's header is checked on the way (magic,
+ * length, records, base offset chain, inside the segment); take() gets
+ * the selected ones.
+ */
+static int read_walk(struct rd *r, int64_t offset, int64_t limit,
+                     take_fn take)
 {
-	unsigned char *buf = NULL;
-	size_t total = 0, cap = 0, si;
+	struct fs *s = r->s;
+	struct flog *l = r->l;
+	size_t si;
 	int first = 1, rc = PMQ_OK, done = 0;
 
-	*out = NULL;
-	*out_len = 0;
 	if (offset < l->start || offset > flog_end(l))
 		return PMQ_ERR_RANGE;
 	if (offset == flog_end(l) || offset >= limit)
@@ -1182,26 +1273,31 @@ int flog_read(struct fs *s, struct flog *l, int64_t offset, size_t max_bytes,
 		size_t e = first ? idx_find(g, offset) : (size_t)-1;
 		uint64_t pos = e == (size_t)-1 ? 0 : g->pos[e];
 		int64_t want = e == (size_t)-1 ? g->base : g->off[e];
-		int own, err = 0;
+		int err = 0, big = 0;
 
 		first = 0;
 		if (g->size == 0)
 			continue;
-		rb.fd = seg_fd(s, l, g, &own);
+		rb.fd = seg_fd(s, l, g);
 		if (rb.fd < 0) {
 			rc = fs_errno_err(-rb.fd);
 			break;
 		}
-		/* A fresh descriptor starts the kernel's read-ahead small:
-		 * say the read is sequential so a cold segment is read in
-		 * big steps (advice only; a failure changes nothing). */
-		if (own)
-			(void)posix_fadvise(rb.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		r->si = si;
+		r->rb = &rb;
 		while (pos < g->size) {
 			const char *why = NULL;
 			const unsigned char *h;
 			uint32_t len, recs;
 
+			/* A batch at or past the limit is not even looked at
+			 * (offset < limit, so it is never one to skip): a bad
+			 * frame beyond the high watermark fails no read. */
+			if (want >= limit) {
+				done = 1;
+				break;
+			}
+			rb.win = big ? READ_WIN_AFTER_BIG : 0;
 			/* Skipping costs no CRC: only returned bytes. */
 			h = frame_at(&rb, pos, want, 0, &why, &err);
 			if (h == NULL) {
@@ -1212,56 +1308,319 @@ int flog_read(struct fs *s, struct flog *l, int64_t offset, size_t max_bytes,
 			}
 			len = fs_get32(h + 8);
 			recs = fs_get32(h + 12);
+			big = len >= READ_DIRECT_MIN;
 			if (want + recs <= offset) {
 				want += recs;
 				pos += FS_FRAME_HDR + len;
 				continue;
 			}
-			if (want >= limit ||
-			    (total > 0 && total + len > max_bytes)) {
+			if (r->total > 0 && r->total + len > r->max_bytes) {
 				done = 1;
 				break;
 			}
-			if (total + len > cap) {
-				/* Sized once for the whole answer (at most
-				 * max_bytes, at most what the log holds past
-				 * here), so big reads never realloc-copy. */
-				uint64_t rest = log_bytes_from(l, si, pos);
-				size_t nc = cap ? cap * 2 : (size_t)(rest < max_bytes ?
-				                                      rest : max_bytes);
-				unsigned char *nb;
-
-				if (nc < total + len)
-					nc = total + len;
-				nb = realloc(buf, nc);
-				if (nb == NULL) {
-					rc = PMQ_ERR_NOMEM;
-					done = 1;
-					break;
-				}
-				buf = nb;
-				cap = nc;
-			}
-			if (frame_copy(&rb, pos, h, buf + total, &why, &err) < 0) {
-				corrupt(s, l, g, pos, why);
-				rc = err ? err : PMQ_ERR_CORRUPT;
+			rc = take(r, pos, h, &why, &err);
+			if (rc != PMQ_OK) {
+				if (why != NULL)
+					corrupt(s, l, g, pos, why);
 				done = 1;
 				break;
 			}
-			total += len;
+			r->total += len;
 			want += recs;
 			pos += FS_FRAME_HDR + len;
 		}
 		fs_rbuf_free(&rb);
-		if (own)
-			close(rb.fd);
+		r->rb = NULL;
 	}
+	return rc;
+}
+
+/* flog_read's taker: copy the frame's data (CRC checked) into r->buf. */
+static int take_copy(struct rd *r, uint64_t pos, const unsigned char *h,
+                     const char **why, int *err)
+{
+	uint32_t len = fs_get32(h + 8);
+
+	if (r->total + len > r->cap) {
+		/* Sized once for the whole answer (at most max_bytes, at most
+		 * what the log holds past here), so big reads never
+		 * realloc-copy. */
+		uint64_t rest = log_bytes_from(r->l, r->si, pos);
+		size_t nc = r->cap ? r->cap * 2
+		                   : (size_t)(rest < r->max_bytes ? rest
+		                                                  : r->max_bytes);
+		unsigned char *nb;
+
+		if (nc < r->total + len)
+			nc = r->total + len;
+		nb = realloc(r->buf, nc);
+		if (nb == NULL)
+			return PMQ_ERR_NOMEM;
+		r->buf = nb;
+		r->cap = nc;
+	}
+	if (frame_copy(r->rb, pos, h, r->buf + r->total, why, err) < 0)
+		return *err ? *err : PMQ_ERR_CORRUPT;
+	return PMQ_OK;
+}
+
+int flog_read(struct fs *s, struct flog *l, int64_t offset, size_t max_bytes,
+              int64_t limit, unsigned char **out, size_t *out_len)
+{
+	struct rd r = {.s = s, .l = l, .max_bytes = max_bytes, .dup_fd = -1};
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	rc = read_walk(&r, offset, limit, take_copy);
 	if (rc != PMQ_OK) {
-		free(buf);
+		free(r.buf);
 		return rc;
 	}
-	*out = buf;
-	*out_len = total;
+	*out = r.buf;
+	*out_len = r.total;
+	return PMQ_OK;
+}
+
+/* ---- zero-copy reads ---- */
+
+/* A log_read_extents answer.  x comes first: the host is given &x and
+ * flog_extents_free gets it back. */
+struct fs_extents {
+	struct pmq_extents x;
+	struct pmq_extent *v; /* x.v; a memory piece's data is an offset
+	                         into mem (in pos) until the answer is done */
+	size_t nv, capv;
+	unsigned char *mem; /* every memory piece's bytes */
+	size_t mem_len, mem_cap;
+	int *fds; /* owned: one dup per segment with a file piece */
+	size_t nfds, capfds;
+};
+
+void flog_extents_free(void *p)
+{
+	struct fs_extents *a = p;
+	size_t i;
+
+	if (a == NULL)
+		return;
+	/* Read-only fds: close cannot lose data, so its result says
+	 * nothing worth acting on. */
+	for (i = 0; i < a->nfds; i++)
+		(void)close(a->fds[i]);
+	free(a->fds);
+	free(a->v);
+	free(a->mem);
+	free(a);
+}
+
+/* Append a piece (fd < 0: memory at offset pos of a->mem). */
+static int x_push(struct fs_extents *a, int fd, uint64_t pos, uint32_t len)
+{
+	if (a->nv == a->capv) {
+		size_t nc = a->capv ? a->capv * 2 : 16;
+		struct pmq_extent *nv = realloc(a->v, nc * sizeof(*nv));
+
+		if (nv == NULL)
+			return PMQ_ERR_NOMEM;
+		a->v = nv;
+		a->capv = nc;
+	}
+	a->v[a->nv].data = NULL;
+	a->v[a->nv].pos = (int64_t)pos;
+	a->v[a->nv].len = len;
+	a->v[a->nv].fd = fd;
+	a->nv++;
+	return PMQ_OK;
+}
+
+/* The answer's dup of segment r->si's read fd: -1 with *rc set when none
+ * can be made (PMQ_OK when only fds ran out: the caller copies). */
+static int x_dup(struct rd *r, int *rc)
+{
+	struct fs_extents *a = r->x;
+	struct seg *g = r->l->segs[r->si];
+	int fd, e;
+
+	*rc = PMQ_OK;
+	if (r->dup_fd >= 0 && r->dup_si == r->si)
+		return r->dup_fd;
+	if (a->nfds == a->capfds) {
+		size_t nc = a->capfds ? a->capfds * 2 : 4;
+		int *nf = realloc(a->fds, nc * sizeof(*nf));
+
+		if (nf == NULL) {
+			*rc = PMQ_ERR_NOMEM;
+			return -1;
+		}
+		a->fds = nf;
+		a->capfds = nc;
+	}
+	fd = seg_rfd(r->s, r->l, g);
+	if (fd < 0) {
+		*rc = fs_errno_err(-fd);
+		return -1;
+	}
+	/* A dup, not a new open: it shares the open file description, so
+	 * the read-ahead state built by earlier reads carries on, and it
+	 * keeps the file readable after a trim or remove unlinks it. */
+	fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0) {
+		e = errno;
+		if (e == EMFILE || e == ENFILE)
+			return -1; /* out of fds: copy this batch instead */
+		fs_api->log(fs_inst(r->s), PMQ_LOG_ERROR,
+		            "file storage: %s/%020" PRId64 ".log: dup: %s",
+		            r->l->dir, g->base, strerror(e));
+		*rc = fs_errno_err(e);
+		return -1;
+	}
+	a->fds[a->nfds++] = fd;
+	r->dup_fd = fd;
+	r->dup_si = r->si;
+	return fd;
+}
+
+/*
+ * Read a file piece's pages into the page cache without copying them:
+ * sendfile() to /dev/null makes the kernel read the pages (waiting for
+ * the disk here, on the writer) and discard nothing but the pointers.
+ * posix_fadvise(WILLNEED) alone would only start the reads and return,
+ * leaving the host's sendfile on the loop thread to wait for them; it is
+ * the fallback where sendfile from this file system or into /dev/null is
+ * not supported (EINVAL, ENOSYS), and then the read goes on anyway.
+ * Returns PMQ_OK or an error with *why (read error, or the file shorter
+ * than the frame said).
+ */
+static int warm(struct fs *s, int fd, uint64_t pos, uint32_t len,
+                const char **why)
+{
+	off_t off = (off_t)pos;
+	size_t left = len;
+
+	while (left > 0) {
+		int dn = fs_devnull(s);
+		ssize_t n;
+
+		if (dn < 0) {
+			/* Advice: a failure only costs speed. */
+			(void)posix_fadvise(fd, off, (off_t)left,
+			                    POSIX_FADV_WILLNEED);
+			return PMQ_OK;
+		}
+		n = sendfile(dn, fd, &off, left);
+		if (n > 0) {
+			left -= (size_t)n; /* sendfile advanced off */
+			continue;
+		}
+		if (n == 0) {
+			*why = "torn batch"; /* the file shrank under us */
+			return PMQ_ERR_CORRUPT;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EINVAL || errno == ENOSYS) {
+			fs_devnull_unusable(s, errno);
+			continue;
+		}
+		*why = "read error";
+		return fs_errno_err(errno);
+	}
+	return PMQ_OK;
+}
+
+/* flog_read_extents' taker: a big frame (zero_copy) becomes a file piece,
+ * its header already checked by read_walk and its CRC left to the
+ * client; any other is copied with its CRC checked into a->mem, joining
+ * the previous piece when that is memory too. */
+static int take_extent(struct rd *r, uint64_t pos, const unsigned char *h,
+                       const char **why, int *err)
+{
+	struct fs_extents *a = r->x;
+	uint32_t len = fs_get32(h + 8);
+	struct pmq_extent *last;
+	int rc;
+
+	if (len >= READ_DIRECT_MIN && fs_zero_copy(r->s)) {
+		int fd = x_dup(r, &rc);
+
+		if (fd >= 0) {
+			/* Warmed now, between header reads, so the disk sees
+			 * one sequential pass. */
+			rc = warm(r->s, fd, pos + FS_FRAME_HDR, len, why);
+			if (rc == PMQ_OK)
+				rc = x_push(a, fd, pos + FS_FRAME_HDR, len);
+			return rc;
+		}
+		if (rc != PMQ_OK)
+			return rc;
+	}
+	if (a->mem_len + len > a->mem_cap) {
+		/* zero_copy = no: sized for the whole answer at once, as
+		 * flog_read does.  Else big frames mostly stay in the file:
+		 * start small and double. */
+		uint64_t rest = log_bytes_from(r->l, r->si, pos);
+		size_t want = r->max_bytes;
+
+		if (fs_zero_copy(r->s) && want > (256u << 10))
+			want = 256u << 10;
+		size_t nc = a->mem_cap ? a->mem_cap * 2
+		                       : (size_t)(rest < want ? rest : want);
+		unsigned char *nm;
+
+		if (nc < a->mem_len + len)
+			nc = a->mem_len + len;
+		nm = realloc(a->mem, nc);
+		if (nm == NULL)
+			return PMQ_ERR_NOMEM;
+		a->mem = nm;
+		a->mem_cap = nc;
+	}
+	if (frame_copy(r->rb, pos, h, a->mem + a->mem_len, why, err) < 0)
+		return *err ? *err : PMQ_ERR_CORRUPT;
+	last = a->nv ? &a->v[a->nv - 1] : NULL;
+	if (last != NULL && last->fd < 0 &&
+	    (uint64_t)last->pos + last->len == a->mem_len &&
+	    (uint64_t)last->len + len <= UINT32_MAX)
+		last->len += len;
+	else if ((rc = x_push(a, -1, a->mem_len, len)) != PMQ_OK)
+		return rc;
+	a->mem_len += len;
+	return PMQ_OK;
+}
+
+int flog_read_extents(struct fs *s, struct flog *l, int64_t offset,
+                      size_t max_bytes, int64_t limit,
+                      struct pmq_extents **out, size_t *out_len)
+{
+	struct rd r = {.s = s, .l = l, .max_bytes = max_bytes, .dup_fd = -1};
+	struct fs_extents *a = calloc(1, sizeof(*a));
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	if (a == NULL)
+		return PMQ_ERR_NOMEM;
+	r.x = a;
+	rc = read_walk(&r, offset, limit, take_extent);
+	/* mem is where it will stay: point the memory pieces at it. */
+	for (i = 0; rc == PMQ_OK && i < a->nv; i++) {
+		if (a->v[i].fd < 0) {
+			a->v[i].data = a->mem + a->v[i].pos;
+			a->v[i].pos = 0;
+		}
+	}
+	if (rc != PMQ_OK || a->nv == 0) {
+		/* Empty: no answer at all, like log_read's. */
+		flog_extents_free(a);
+		return rc;
+	}
+	a->x.size = sizeof(a->x);
+	a->x.n = (uint32_t)a->nv;
+	a->x.v = a->v;
+	*out = &a->x;
+	*out_len = r.total;
 	return PMQ_OK;
 }
 
@@ -1274,9 +1633,9 @@ static int batch_base(struct fs *s, struct flog *l, int64_t offset,
 	size_t e = idx_find(g, offset);
 	uint64_t pos = e == (size_t)-1 ? 0 : g->pos[e];
 	int64_t want = e == (size_t)-1 ? g->base : g->off[e];
-	int own, err = 0, rc = PMQ_ERR_CORRUPT;
+	int err = 0, rc = PMQ_ERR_CORRUPT;
 
-	rb.fd = seg_fd(s, l, g, &own);
+	rb.fd = seg_fd(s, l, g);
 	if (rb.fd < 0)
 		return fs_errno_err(-rb.fd);
 	while (pos < g->size) {
@@ -1297,8 +1656,6 @@ static int batch_base(struct fs *s, struct flog *l, int64_t offset,
 		pos += FS_FRAME_HDR + fs_get32(h + 8);
 	}
 	fs_rbuf_free(&rb);
-	if (own)
-		close(rb.fd);
 	return rc;
 }
 
@@ -1357,8 +1714,10 @@ int flog_remove(struct fs *s, struct flog *l)
 	}
 	if (gone == NULL)
 		return PMQ_ERR_NOMEM;
-	for (size_t i = 0; i < l->nsegs; i++)
+	for (size_t i = 0; i < l->nsegs; i++) {
 		seg_close_fds(s, l->segs[i], 0);
+		seg_close_rfd(l->segs[i]);
+	}
 	/* Rename first (atomic), so a crash never leaves half a log that
 	 * looks whole; start-up deletes "*.deleting". */
 	memcpy(gone, l->dir, n);
@@ -1401,7 +1760,7 @@ int flog_time(struct fs *s, struct flog *l, int64_t ts, int64_t *value)
 		size_t e = (size_t)-1, k;
 		uint64_t pos = 0;
 		int64_t want = g->base;
-		int own, err = 0, rc = PMQ_OK;
+		int err = 0, rc = PMQ_OK;
 
 		if (g->size == 0 || g->max_ts < ts)
 			continue;
@@ -1412,7 +1771,7 @@ int flog_time(struct fs *s, struct flog *l, int64_t ts, int64_t *value)
 			pos = g->pos[e];
 			want = g->off[e];
 		}
-		rb.fd = seg_fd(s, l, g, &own);
+		rb.fd = seg_fd(s, l, g);
 		if (rb.fd < 0)
 			return fs_errno_err(-rb.fd);
 		while (pos < g->size) {
@@ -1434,8 +1793,6 @@ int flog_time(struct fs *s, struct flog *l, int64_t ts, int64_t *value)
 			pos += FS_FRAME_HDR + fs_get32(h + 8);
 		}
 		fs_rbuf_free(&rb);
-		if (own)
-			close(rb.fd);
 		if (rc != PMQ_OK || *value >= 0)
 			return rc;
 	}

@@ -244,7 +244,9 @@ const unsigned char *fs_rbuf_get(struct fs_rbuf *rb, uint64_t pos, size_t n,
 		return NULL;
 	if ((off_t)pos >= rb->off && pos + n <= (uint64_t)rb->off + rb->len)
 		return rb->buf + (pos - (uint64_t)rb->off);
-	want = n > 65536 ? n : 65536;
+	want = rb->win ? rb->win : 65536;
+	if (want < n)
+		want = n;
 	if (want > rb->fsize - pos)
 		want = (size_t)(rb->fsize - pos);
 	if (want > rb->cap) {

@@ -16,7 +16,10 @@
  * Cases that need data to survive a restart run only for durable plugins
  * (everything but "memory").  Cases that need a test knob ("delay_ms",
  * "max_bytes") are skipped when the plugin answers PMQ_ERR_NOTFOUND.
+ * Cases of an optional op (log_read_extents, ABI 1.2) are skipped when the
+ * plugin's ops table does not have it.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -81,10 +84,14 @@ struct posted {
 };
 static struct posted *g_posted, **g_posted_tail = &g_posted;
 
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The last error the plugin logged, for cases that check a failure is
+ * reported (under g_log_mu). */
+static char g_last_error[512];
+
 #ifdef STORAGE_LMDB
 /* lmdb cases: the plugin's sync summary logged at stop, and how often a
  * plugin thread entered io_done (see test_lmdb_group_commit). */
-static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char g_sync_line[256];
 static unsigned g_io_entered;
 #endif
@@ -94,6 +101,15 @@ static void fake_vlog(pmq_instance *inst, int level, const char *fmt,
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
 
+	if (level == PMQ_LOG_ERROR) {
+		va_list cp;
+
+		va_copy(cp, ap);
+		pthread_mutex_lock(&g_log_mu);
+		vsnprintf(g_last_error, sizeof(g_last_error), fmt, cp);
+		pthread_mutex_unlock(&g_log_mu);
+		va_end(cp);
+	}
 #ifdef STORAGE_LMDB
 	{
 		char line[256];
@@ -1564,6 +1580,338 @@ static void test_segments_cross(void **state)
 	g_ops->log_close(f->st, log);
 }
 
+/* ---- zero-copy reads: log_read_extents (optional, ABI 1.2) ---- */
+
+static int has_extents(void)
+{
+	return PMQ_HAS(g_ops, struct pmq_storage_ops, log_read_extents) &&
+	       g_ops->log_read_extents != NULL;
+}
+
+#define EXTENTS_OR_SKIP()                                                     \
+	do {                                                                  \
+		if (!has_extents()) {                                         \
+			fprintf(stderr, "log_read_extents: not provided by "  \
+			                STORAGE_PLUGIN ", skipped\n");        \
+			skip();                                               \
+		}                                                             \
+	} while (0)
+
+/* What an extents answer was made of. */
+struct xstat {
+	unsigned files, mems; /* pieces of each kind */
+	int fds[64];          /* the distinct fds of its file pieces */
+	unsigned nfds;
+};
+
+static pmq_io *read_extents(struct fx *f, void *log, int64_t off, size_t max,
+                            int64_t limit)
+{
+	pmq_io *io = io_new();
+
+	g_ops->log_read_extents(f->st, log, off, max, limit, io);
+	(void)wait_io(io, WAIT_MS);
+	assert_true(io->is_data);
+	return io;
+}
+
+/* The bytes an extents answer describes, gathered from its pieces (pread
+ * from a file piece's fd at pos, memcpy from a memory piece), checking its
+ * shape on the way: no empty piece, the pieces add up to io->len; an
+ * error or an empty answer holds nothing (data NULL and no free_fn, or
+ * n = 0).  Returns a new buffer, NULL for no bytes. */
+static unsigned char *materialize(pmq_io *io, struct xstat *xs)
+{
+	const struct pmq_extents *x = io->data;
+	unsigned char *buf;
+	size_t at = 0;
+	uint32_t i, k;
+
+	if (xs != NULL)
+		memset(xs, 0, sizeof(*xs));
+	if (io->status != PMQ_OK || x == NULL) {
+		/* Like log_read: nothing to free. */
+		assert_null(io->data);
+		assert_null(io->free_fn);
+		assert_int_equal(io->len, 0);
+		return NULL;
+	}
+	assert_non_null(io->free_fn);
+	assert_true(x->size >= offsetof(struct pmq_extents, v) +
+	                           sizeof(x->v));
+	if (x->n == 0) {
+		assert_int_equal(io->len, 0);
+		return NULL;
+	}
+	assert_non_null(x->v);
+	buf = malloc(io->len);
+	assert_non_null(buf);
+	for (i = 0; i < x->n; i++) {
+		const struct pmq_extent *p = &x->v[i];
+
+		assert_true(p->len > 0);
+		assert_true(at + p->len <= io->len);
+		if (p->fd >= 0) {
+			size_t got = 0;
+
+			assert_true(p->pos >= 0);
+			while (got < p->len) {
+				off_t o = (off_t)(p->pos + (int64_t)got);
+				ssize_t n = pread(p->fd, buf + at + got,
+				                  p->len - got, o);
+
+				if (n <= 0)
+					fail_msg("piece %u: pread(fd %d, %u at "
+					         "%lld): %s", i, p->fd, p->len,
+					         (long long)p->pos,
+					         n ? strerror(errno) : "EOF");
+				got += (size_t)n;
+			}
+			for (k = 0; xs && k < xs->nfds && xs->fds[k] != p->fd;
+			     k++)
+				;
+			if (xs != NULL && k == xs->nfds) {
+				assert_true(xs->nfds < 64);
+				xs->fds[xs->nfds++] = p->fd;
+			}
+			if (xs != NULL)
+				xs->files++;
+		} else {
+			assert_non_null(p->data);
+			memcpy(buf + at, p->data, p->len);
+			if (xs != NULL)
+				xs->mems++;
+		}
+		at += p->len;
+	}
+	assert_int_equal(at, io->len);
+	return buf;
+}
+
+/* log_read_extents answers what log_read answers, byte for byte, with the
+ * same status. */
+static void expect_extents(struct fx *f, void *log, int64_t off, size_t max,
+                           int64_t limit, struct xstat *xs)
+{
+	pmq_io *r = io_new(), *x;
+	unsigned char *got;
+
+	g_ops->log_read(f->st, log, off, max, limit, r);
+	(void)wait_io(r, WAIT_MS);
+	x = read_extents(f, log, off, max, limit);
+	if (x->status != r->status || x->len != r->len)
+		fail_msg("read %lld max %zu limit %lld: extents %d with %zu "
+		         "bytes, log_read %d with %zu", (long long)off, max,
+		         (long long)limit, x->status, x->len, r->status,
+		         r->len);
+	got = materialize(x, xs);
+	if (r->len > 0)
+		assert_memory_equal(got, r->data, r->len);
+	free(got);
+	io_free(x);
+	io_free(r);
+}
+
+/* Open files of this process, or -1 without /proc. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own */
+}
+
+/* Small batches, batches of 64 KiB and more (a file piece each in the
+ * file plugin) and runs of small ones between them: every offset (also
+ * inside batches), max_bytes and limit cut-offs, the empty answer at the
+ * end and RANGE errors, in one segment and across many small ones. */
+static void test_extents_reads(void **state)
+{
+	static const size_t sizes[] = {100, 200,  65536, 65535, 300, 200000,
+	                               70000, 10, 20, 30, 131072, 500};
+	static const size_t maxes[] = {0, 1, 250, 65536, 65600, 300000,
+	                               1 << 22};
+	enum { NB = sizeof(sizes) / sizeof(sizes[0]),
+	       NM = sizeof(maxes) / sizeof(maxes[0]) };
+	struct fx *f = *state;
+	struct xstat xs;
+	int64_t end, off;
+	void *log;
+	int i, pass;
+	size_t m;
+
+	EXTENTS_OR_SKIP();
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			/* Every big batch in a segment of its own; the runs
+			 * of small ones cross segments. */
+			store_close(f);
+			store_open_lenient(f, small_segments);
+		}
+		log = log_open(f, pass ? "x1" : "x0", 0, NULL, NULL);
+		f->nb = 0;
+		end = 0;
+		for (i = 0; i < NB; i++) {
+			uint32_t recs = (uint32_t)(i % 3) + 1;
+
+			assert_int_equal(append(f, log, end, recs, sizes[i],
+			                        100 * i),
+			                 PMQ_OK);
+			end += recs;
+		}
+		for (off = 0; off <= end; off++)
+			for (m = 0; m < NM; m++)
+				expect_extents(f, log, off, maxes[m], INT64_MAX,
+				               NULL);
+		for (i = 0; i < NB; i++) {
+			expect_extents(f, log, 0, 1 << 22, f->b[i].base, NULL);
+			expect_extents(f, log, f->b[i].base, 1 << 22,
+			               f->b[i].base + 1, NULL);
+			expect_extents(f, log, f->b[i].base, 300000,
+			               f->b[i].base + 4, NULL);
+		}
+		expect_extents(f, log, 0, 1 << 22, INT64_MAX, &xs);
+#ifdef STORAGE_FILE
+		/* A file piece per batch of 64 KiB or more, one memory piece
+		 * per run of smaller ones (also across segments). */
+		assert_int_equal(xs.files, 4);
+		assert_int_equal(xs.mems, 4);
+		assert_int_equal(xs.nfds, pass ? 4 : 1);
+#endif
+		expect_extents(f, log, end, 1 << 22, INT64_MAX, NULL);
+		expect_extents(f, log, 0, 1 << 22, 0, NULL);
+		expect_extents(f, log, end + 1, 1 << 22, INT64_MAX, NULL);
+		expect_extents(f, log, 1000, 1 << 22, INT64_MAX, NULL);
+		expect_extents(f, log, -1, 1 << 22, INT64_MAX, NULL);
+		{
+			pmq_io *io = read_extents(f, log, end + 1, 1 << 22,
+			                          INT64_MAX);
+
+			assert_int_equal(io->status, PMQ_ERR_RANGE);
+			(void)materialize(io, NULL);
+			io_free(io);
+		}
+		if (pass == 1) {
+			/* After retention: below the start is out of range,
+			 * a read from the start still matches. */
+			int64_t s = trim(f, log, f->b[5].base + 1);
+
+			assert_int_equal(s, f->b[5].base);
+			expect_extents(f, log, s - 1, 1 << 22, INT64_MAX, NULL);
+			for (off = s; off <= end; off++)
+				expect_extents(f, log, off, 65536, INT64_MAX,
+				               NULL);
+		}
+		g_ops->log_close(f->st, log);
+	}
+	/* A new log: empty at 0, RANGE past it. */
+	log = log_open(f, "x2", 0, NULL, NULL);
+	expect_extents(f, log, 0, 1 << 22, INT64_MAX, NULL);
+	expect_extents(f, log, 1, 1 << 22, INT64_MAX, NULL);
+	g_ops->log_close(f->st, log);
+}
+
+/* An answer stays readable after retention deleted its segment, after its
+ * log was closed or removed, after the store stopped: until free_fn,
+ * which closes its fds; nothing leaks. */
+static void test_extents_lifetime(void **state)
+{
+	struct fx *f = *state;
+	pmq_io *x[3], *r[3];
+	struct xstat xs[3];
+	unsigned char *got;
+	int n0, i;
+	unsigned k;
+	void *a, *b;
+
+	EXTENTS_OR_SKIP();
+	store_close(f);
+	n0 = count_fds();
+	store_open_lenient(f, small_segments);
+	a = log_open(f, "keep", 0, NULL, NULL);
+	b = log_open(f, "gone", 0, NULL, NULL);
+	assert_int_equal(append(f, a, 0, 2, 100000, 0), PMQ_OK);
+	assert_int_equal(append(f, a, 2, 2, 100, 1), PMQ_OK);
+	assert_int_equal(append(f, a, 4, 2, 80000, 2), PMQ_OK);
+	assert_int_equal(append(f, a, 6, 2, 50, 3), PMQ_OK);
+	assert_int_equal(append(f, b, 0, 1, 90000, 4), PMQ_OK);
+	assert_int_equal(append(f, b, 1, 1, 70000, 5), PMQ_OK);
+	for (i = 0; i < 3; i++)
+		r[i] = io_new();
+	g_ops->log_read(f->st, a, 0, 1 << 22, INT64_MAX, r[0]);
+	g_ops->log_read(f->st, b, 0, 1 << 22, INT64_MAX, r[1]);
+	g_ops->log_read(f->st, a, 4, 1 << 22, INT64_MAX, r[2]);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(wait_io(r[i], WAIT_MS), PMQ_OK);
+	x[0] = read_extents(f, a, 0, 1 << 22, INT64_MAX);
+	x[1] = read_extents(f, b, 0, 1 << 22, INT64_MAX);
+	x[2] = read_extents(f, a, 4, 1 << 22, INT64_MAX);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(x[i]->status, PMQ_OK);
+
+	/* Retention drops the segments of x[0]'s first batches. */
+	assert_int_equal(trim(f, a, 4), 4);
+#ifdef STORAGE_FILE
+	{
+		char p[512];
+		struct stat st;
+
+		snprintf(p, sizeof(p), "%s/logs/keep-0/%020d.log", g_data_dir,
+		         0);
+		assert_int_not_equal(stat(p, &st), 0);
+		assert_int_equal(errno, ENOENT);
+	}
+#endif
+	got = materialize(x[0], NULL);
+	assert_memory_equal(got, r[0]->data, r[0]->len);
+	free(got);
+	/* The log of x[1] is removed, the one of x[2] closed. */
+	{
+		pmq_io *io = io_new();
+
+		g_ops->log_remove(f->st, b, io);
+		assert_int_equal(wait_io(io, WAIT_MS), PMQ_OK);
+		io_free(io);
+	}
+	g_ops->log_close(f->st, a);
+	for (i = 0; i < 3; i++) {
+		got = materialize(x[i], NULL);
+		assert_memory_equal(got, r[i]->data, r[i]->len);
+		free(got);
+	}
+	/* And with the store gone: the answers own what they point at. */
+	store_close(f);
+	for (i = 0; i < 3; i++) {
+		got = materialize(x[i], &xs[i]);
+		assert_memory_equal(got, r[i]->data, r[i]->len);
+		free(got);
+	}
+	for (i = 0; i < 3; i++) {
+		io_free(x[i]);
+		io_free(r[i]);
+		/* No other thread runs now: a closed number stays closed. */
+		for (k = 0; k < xs[i].nfds; k++) {
+			errno = 0;
+			assert_int_equal(fcntl(xs[i].fds[k], F_GETFD), -1);
+			assert_int_equal(errno, EBADF);
+		}
+	}
+#ifdef STORAGE_FILE
+	assert_int_equal(xs[0].files, 2);
+	assert_int_equal(xs[1].files, 2);
+	assert_int_equal(xs[2].files, 1);
+#endif
+	if (n0 >= 0)
+		assert_int_equal(count_fds(), n0);
+}
+
 /*
  * Damage the closed store on disk as `what` says; returns 1 when done, 0
  * when the plugin has no such fixture (the case is skipped).  Logs are
@@ -2354,6 +2702,9 @@ static void test_file_config(void **state)
 	    {"read_only", "yes", PMQ_OK},
 	    {"read_only", "no", PMQ_OK},
 	    {"read_only", "maybe", PMQ_ERR_CONFIG},
+	    {"zero_copy", "yes", PMQ_OK},
+	    {"zero_copy", "no", PMQ_OK},
+	    {"zero_copy", "sometimes", PMQ_ERR_CONFIG},
 	    {"dir", "/tmp/x", PMQ_OK},
 	    {"dir", "", PMQ_ERR_CONFIG},
 	    {"max_bytes", "1M", PMQ_ERR_NOTFOUND},
@@ -2463,6 +2814,207 @@ static void test_file_topic_names(void **state)
 	assert_int_equal(e, 1);
 	g_ops->log_close(f->st, l[0]);
 }
+
+/* Overwrite n bytes at `at` of the data dir's file rel, keeping the old
+ * ones in old (when not NULL). */
+static void patch(const char *rel, off_t at, const void *bytes, size_t n,
+                  void *old)
+{
+	char p[512];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/%s", g_data_dir, rel);
+	fd = open(p, O_RDWR);
+	assert_true(fd >= 0);
+	if (old != NULL)
+		assert_int_equal(pread(fd, old, n, at), (ssize_t)n);
+	assert_int_equal(pwrite(fd, bytes, n, at), (ssize_t)n);
+	assert_int_equal(close(fd), 0);
+}
+
+static void last_error_has(const char *a, const char *b)
+{
+	pthread_mutex_lock(&g_log_mu);
+	if (strstr(g_last_error, a) == NULL || strstr(g_last_error, b) == NULL)
+		fail_msg("last error logged: '%s', want '%s' and '%s'",
+		         g_last_error, a, b);
+	g_last_error[0] = '\0';
+	pthread_mutex_unlock(&g_log_mu);
+}
+
+/* zero_copy = yes (default): big batches are file pieces whose CRC is
+ * not checked (a flipped data byte is served, the client's RecordBatch
+ * CRC catches it), small ones are copied and checked; an empty answer is
+ * data NULL.  zero_copy = no: memory pieces only, every CRC checked.
+ * Read-only stores serve extents too. */
+static void test_file_zero_copy(void **state)
+{
+	/* Offsets 0..2, 3, 4, 5, 6.  With 1k segments the two small
+	 * batches share segment 0, each later one has a segment of its
+	 * own: batch 2 (70000 bytes, offset 4) is segment 4's. */
+	static const size_t sizes[] = {100, 200, 70000, 300, 65536};
+	static const char *const seg4 = "logs/z-0/00000000000000000004.log";
+	enum { NB = sizeof(sizes) / sizeof(sizes[0]) };
+	struct fx *f = *state;
+	unsigned char c, c0;
+	struct xstat xs;
+	pmq_io *io;
+	void *log;
+	int i;
+
+	REOPEN_OR_SKIP(f, "segment_bytes", "1k");
+	log = log_open(f, "z", 0, NULL, NULL);
+	for (i = 0; i < NB; i++)
+		assert_int_equal(append(f, log, i == 0 ? 0 : i + 2,
+		                        i == 0 ? 3 : 1, sizes[i], i),
+		                 PMQ_OK);
+	expect_extents(f, log, 0, 1 << 22, INT64_MAX, &xs);
+	assert_int_equal(xs.files, 2);
+	assert_int_equal(xs.mems, 2);
+	/* The empty answer: nothing at all, as log_read's. */
+	io = read_extents(f, log, 7, 1 << 22, INT64_MAX);
+	assert_int_equal(io->status, PMQ_OK);
+	assert_null(io->data);
+	assert_null(io->free_fn);
+	assert_int_equal(io->len, 0);
+	io_free(io);
+
+	/* A data byte of the big batch flips under the running store. */
+	c = 0x5a;
+	patch(seg4, 40 + 35000, &c, 1, &c0);
+	c ^= 0xff;
+	patch(seg4, 40 + 35000, &c, 1, NULL);
+	io = io_new();
+	g_ops->log_read(f->st, log, 4, 1 << 22, INT64_MAX, io);
+	assert_int_equal(wait_io(io, WAIT_MS), PMQ_ERR_CORRUPT);
+	last_error_has("00000000000000000004.log", "bad CRC");
+	io_free(io);
+	io = read_extents(f, log, 4, 1 << 22, INT64_MAX);
+	assert_int_equal(io->status, PMQ_OK);
+	{
+		unsigned char *got = materialize(io, &xs);
+
+		assert_int_equal(io->len, 70000 + 300 + 65536);
+		assert_int_equal(xs.files, 2);
+		assert_int_equal(got[35000], c);
+		free(got);
+	}
+	io_free(io);
+	patch(seg4, 40 + 35000, &c0, 1, NULL);
+	g_ops->log_close(f->st, log);
+
+	REOPEN_OR_SKIP(f, "segment_bytes", "1k", "zero_copy", "no");
+	log = log_open(f, "z", 0, NULL, NULL);
+	for (i = 0; i < 7; i++)
+		expect_extents(f, log, i, 1 << 22, INT64_MAX, &xs),
+		    assert_int_equal(xs.files, 0),
+		    assert_int_equal(xs.mems, 1); /* consecutive: one */
+	expect_extents(f, log, 4, 0, INT64_MAX, &xs);
+	assert_int_equal(xs.files + xs.mems, 1);
+	patch(seg4, 40 + 35000, &c, 1, NULL);
+	io = read_extents(f, log, 4, 1 << 22, INT64_MAX);
+	assert_int_equal(io->status, PMQ_ERR_CORRUPT);
+	(void)materialize(io, NULL);
+	last_error_has("00000000000000000004.log", "bad CRC");
+	io_free(io);
+	patch(seg4, 40 + 35000, &c0, 1, NULL);
+	g_ops->log_close(f->st, log);
+
+	REOPEN_OR_SKIP(f, "read_only", "yes");
+	log = log_open(f, "z", 0, NULL, NULL);
+	expect_extents(f, log, 0, 1 << 22, INT64_MAX, &xs);
+	assert_int_equal(xs.files, 2);
+	expect_extents(f, log, 5, 1, INT64_MAX, &xs);
+	assert_int_equal(xs.files, 0);
+	g_ops->log_close(f->st, log);
+}
+
+/* A bad header of a big batch (left in the file, so its CRC is not
+ * checked) is still caught: PMQ_ERR_CORRUPT and the file, position and
+ * reason logged; the batches before it are served; the same read works
+ * again once the header is whole. */
+static void test_file_extents_bad_header(void **state)
+{
+	static const char *const seg = "logs/h-0/00000000000000000001.log";
+	static const struct {
+		off_t at;            /* header field */
+		unsigned char v[4];  /* bytes written there */
+		const char *why;     /* what the log line says */
+	} bad[] = {
+	    {0, {0, 0, 0, 0}, "bad frame magic"},
+	    {8, {0xff, 0xff, 0xff, 0xff}, "bad frame length"},
+	    {8, {0x00, 0x00, 0x10, 0x00}, "torn batch"}, /* past the end */
+	    {12, {0, 0, 0, 0}, "bad frame length"},      /* no records */
+	    {16, {9, 0, 0, 0}, "offset gap"},
+	};
+	struct fx *f = *state;
+	unsigned char old[4];
+	struct xstat xs;
+	pmq_io *io;
+	size_t k;
+	void *log;
+
+	REOPEN_OR_SKIP(f, "segment_bytes", "1k");
+	log = log_open(f, "h", 0, NULL, NULL);
+	assert_int_equal(append(f, log, 0, 1, 100, 0), PMQ_OK);
+	assert_int_equal(append(f, log, 1, 2, 100000, 1), PMQ_OK);
+	assert_int_equal(append(f, log, 3, 1, 100, 2), PMQ_OK);
+	for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		patch(seg, bad[k].at, bad[k].v, 4, old);
+		io = read_extents(f, log, 1, 1 << 22, INT64_MAX);
+		if (io->status != PMQ_ERR_CORRUPT)
+			fail_msg("%s: status %d", bad[k].why, io->status);
+		(void)materialize(io, NULL);
+		last_error_has("00000000000000000001.log: position 0",
+		               bad[k].why);
+		io_free(io);
+		/* Reading through it from before fails the same way. */
+		io = read_extents(f, log, 0, 1 << 22, INT64_MAX);
+		assert_int_equal(io->status, PMQ_ERR_CORRUPT);
+		io_free(io);
+		expect_extents(f, log, 0, 1 << 22, 1, &xs);
+		assert_int_equal(xs.mems, 1);
+		patch(seg, bad[k].at, old, 4, NULL);
+		expect_extents(f, log, 0, 1 << 22, INT64_MAX, &xs);
+		assert_int_equal(xs.files, 1);
+		assert_int_equal(xs.mems, 2);
+	}
+	g_ops->log_close(f->st, log);
+}
+
+/* Reads over many segments keep a bounded number of read fds cached (the
+ * plugin closes the least recently used), and answers their own. */
+static void test_file_read_fds_bounded(void **state)
+{
+	enum { NB = 40 };
+	struct fx *f = *state;
+	pmq_io *io;
+	int n0, i;
+	void *log;
+
+	store_close(f);
+	n0 = count_fds();
+	if (n0 < 0)
+		skip();
+	REOPEN_OR_SKIP(f, "segment_bytes", "1k");
+	log = log_open(f, "fds", 0, NULL, NULL);
+	for (i = 0; i < NB; i++) /* a segment each */
+		assert_int_equal(append(f, log, i, 1, 65536, i), PMQ_OK);
+	for (i = 0; i < NB; i++) {
+		io = read_extents(f, log, i, 1, INT64_MAX);
+		assert_int_equal(io->status, PMQ_OK);
+		assert_int_equal(io->len, 65536);
+		io_free(io);
+	}
+	/* The store's own (LOCK, journal, /dev/null, the active segment
+	 * and its indexes) plus at most 16 cached read fds. */
+	if (count_fds() > n0 + 16 + 8)
+		fail_msg("%d fds open after reading %d segments (%d before "
+		         "the store)", count_fds(), NB, n0);
+	g_ops->log_close(f->st, log);
+	store_close(f);
+	assert_int_equal(count_fds(), n0);
+}
 #endif /* STORAGE_FILE */
 
 /* ---- loading the plugin ---- */
@@ -2534,6 +3086,8 @@ int main(void)
 	    T(test_read_only),
 	    T(test_segments_cross),
 	    T(test_big_batches),
+	    T(test_extents_reads),
+	    T(test_extents_lifetime),
 	    T(test_recover_torn_batch),
 	    T(test_recover_bad_crc),
 	    T(test_recover_zero_tail),
@@ -2553,6 +3107,9 @@ int main(void)
 	    T(test_file_topic_names),
 	    T(test_file_read_only_tail),
 	    T(test_file_config),
+	    T(test_file_zero_copy),
+	    T(test_file_extents_bad_header),
+	    T(test_file_read_fds_bounded),
 #endif
 	};
 	pthread_condattr_t ca;
