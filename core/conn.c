@@ -462,7 +462,19 @@ conn_flush(struct pmq_conn *c)
 
 	if (c->dead || c->out == NULL)
 		return;
+	errno = 0;
 	n = evbuffer_write(c->out, c->fd);
+	if (n == 0 && errno == 0 && evbuffer_get_length(c->out) > 0) {
+		/* Only sendfile of a file segment returns 0 without an error
+		 * (a full socket is EAGAIN): the file ended before the range
+		 * queued from it, cut under a stored read.  The reply can
+		 * never be completed, and waiting for EV_WRITE would spin. */
+		logger_log(c->ln->inst.name, PMQ_LOG_ERROR,
+		    "%s: stored data queued for sending is no longer in its "
+		    "file: closing", conn_peer(c));
+		conn_abort(c, PMQ_CLOSE_ERROR);
+		return;
+	}
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		logger_log(c->ln->inst.name, PMQ_LOG_DEBUG, "%s: write: %s",
 		    conn_peer(c), strerror(errno));

@@ -611,6 +611,36 @@ test_send_stored_bytes_answer(void **state)
 	assert_int_equal(a.freed, 1);
 }
 
+/* A file cut under a queued file piece: the connection is closed with an
+ * error instead of waiting forever for bytes the file no longer has. */
+static void
+test_send_stored_file_cut(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *content;
+	struct answer a = {.x = {.size = sizeof a.x, .n = 1, .v = a.v}};
+	int file = pattern_file(100000, &content);
+	static char buf[100000];
+	pmq_slot *s;
+	void *ref;
+
+	a.fd = dup(file);
+	a.v[0] = (struct pmq_extent){.pos = 0, .len = 100000, .fd = a.fd};
+	ref = complete_answer(&a, 100000, 1);
+	s = conn_slot_open(f->c);
+	assert_int_equal(storage_send_stored(s, ref), PMQ_OK);
+	conn_slot_close(s);
+	assert_int_equal(ftruncate(file, 1000), 0);
+	assert_int_equal(read_peer(f, buf, 1000), 1000);
+	assert_memory_equal(buf, content, 1000);
+	loop_until(f, &closed_calls, 1);
+	assert_int_equal(closed_calls, 1);
+	assert_int_equal(closed_reason, PMQ_CLOSE_ERROR);
+	assert_int_equal(a.freed, 1);
+	free(content);
+	close(file);
+}
+
 static void
 test_send_stored_released_when_conn_gone(void **state)
 {
@@ -852,6 +882,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_send_stored_file_pieces_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_stored_bytes_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_stored_released_when_conn_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_stored_file_cut, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
