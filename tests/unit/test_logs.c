@@ -1042,6 +1042,94 @@ lie_append(void *st, void *log, const struct pmq_batch_meta *m,
 	sops->log_append(st, log, m, data, len, wrap);
 }
 
+/* Queue publish number i of a burst (nothing runs the loop). */
+static void
+publish_nowait(const char *topic, struct res *r)
+{
+	struct pmq_msg_fields f = {.size = sizeof f, .topic = topic,
+	    .topic_len = strlen(topic), .payload = "22.5", .payload_len = 4};
+	pmq_msg *m = msg_new(&f, NULL);
+
+	assert_non_null(m);
+	memset(r, 0, sizeof *r);
+	assert_int_equal(logs_append_msg(m, publish_cb, r), PMQ_OK);
+	msg_unref(m); /* the log layer keeps its own reference */
+}
+
+static int
+all_called(const struct res *r, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!r[i].called)
+			return 0;
+	return 1;
+}
+
+/* Publishes of one loop turn to one partition leave as one batch; each
+ * publisher gets its own offset, in order; a batch is cut at
+ * PEND_MAX_MSGS (4096); a failed append fails every publish in it. */
+static void
+test_publish_batched(void **state)
+{
+	struct config_rule rules[] = {
+	    {.name = "all", .line = 1, .match = "#", .log = "all",
+	     .partitions = 1, .retention_ms = -1, .retention_bytes = -1},
+	};
+	enum { N = 4097 };
+	struct res *r = calloc(N, sizeof *r), rd = {0}, fail[3];
+	struct pmq_batch_meta meta;
+	size_t i;
+
+	(void)state;
+	assert_non_null(r);
+	start(rules, 1, NULL);
+	for (i = 0; i < 5; i++)
+		publish_nowait("a/b", &r[i]);
+	assert_false(r[0].called); /* never inside the publish */
+	RUN_UNTIL(all_called(r, 5));
+	for (i = 0; i < 5; i++) {
+		assert_int_equal(r[i].status, PMQ_OK);
+		assert_int_equal(r[i].pub.partition, 0);
+		assert_int_equal(r[i].pub.offset, (int64_t)i);
+	}
+	assert_int_equal(logs_read("all", 0, 0, 1 << 20, read_cb, &rd),
+	    PMQ_OK);
+	RUN_UNTIL(rd.called);
+	assert_int_equal(batch_validate(rd.data, rd.len, &meta), PMQ_OK);
+	assert_int_equal(meta.records, 5); /* one batch, five records */
+
+	for (i = 0; i < N; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, N));
+	for (i = 0; i < N; i++) {
+		assert_int_equal(r[i].status, PMQ_OK);
+		assert_int_equal(r[i].pub.offset, (int64_t)(5 + i));
+	}
+	memset(&rd, 0, sizeof rd);
+	assert_int_equal(logs_read("all", 0, 5, 1, read_cb, &rd), PMQ_OK);
+	RUN_UNTIL(rd.called);
+	assert_int_equal(rd.status, PMQ_OK);
+	assert_true(rd.len > sizeof rd.data); /* 4096 records: not copied */
+
+	/* The storage fails the next append: all three publishes fail. */
+	lie_ops = *sops;
+	lie_ops.log_append = lie_append;
+	stor.ops = &lie_ops;
+	lie_next = 1;
+	for (i = 0; i < 3; i++)
+		publish_nowait("a/b", &fail[i]);
+	RUN_UNTIL(all_called(fail, 3));
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(fail[i].status, PMQ_ERR_IO);
+		assert_int_equal(fail[i].pub.offset, -1);
+	}
+	stor.ops = sops;
+	free(r);
+	teardown(NULL);
+}
+
 static void
 test_failed_append_resync(void **state)
 {
@@ -1195,6 +1283,7 @@ main(void)
 	    cmocka_unit_test(test_delete),
 	    cmocka_unit_test(test_restart_keeps_topics),
 	    cmocka_unit_test(test_rules),
+	    cmocka_unit_test(test_publish_batched),
 	    cmocka_unit_test(test_retention_bytes),
 	    cmocka_unit_test(test_read_ref),
 	    cmocka_unit_test(test_read_stored),
