@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -59,6 +60,9 @@ usage(FILE *f)
 "                        the broker's RSS per connection\n"
 "      --client ev|mosquitto  MQTT client: our libevent one (ev, default)\n"
 "                        or libmosquitto, to cross-check it (slower)\n"
+"      --mem-fill MIB    instead: time the first touch of MIB MiB of new\n"
+"                        memory (what filling the page cache costs this\n"
+"                        machine) and print MB/s\n"
 "kafka:\n"
 "      --acks 0|1|all (1)  --linger-ms N (5)  --batch-msgs N  --batch-bytes N\n"
 "      --group           consumers share one group\n"
@@ -538,13 +542,45 @@ parse_target(const char *s, struct target *t)
 	return 0;
 }
 
+/*
+ * --mem-fill: how fast this machine hands out memory not touched before.
+ * A cold read through the page cache fills that many fresh pages, and on
+ * a VM whose host takes back freed memory (virtio-balloon free page
+ * reporting) the first touch costs a host fault per page: the ceiling of
+ * any page-cache reader there, whatever the disk can do.
+ */
+static int
+mem_fill(unsigned long mib)
+{
+	size_t n = (size_t)mib << 20;
+	struct timespec t0, t1;
+	double secs;
+	void *p;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "plexmq-bench: --mem-fill: mmap %lu MiB: %s\n",
+		    mib, strerror(errno));
+		return 1;
+	}
+	secs = (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	printf("mem-fill %lu MiB: %.1f MB/s\n", mib,
+	    secs > 0 ? (double)n / 1e6 / secs : 0.0);
+	munmap(p, n);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	enum { O_TOPICS = 256, O_DRAIN, O_IDLE, O_ACKS, O_LINGER, O_BMSGS,
 		O_BBYTES, O_GROUP, O_SEQ, O_PID, O_LABEL, O_CSV, O_JSON, O_QUIET,
 		O_COMPARE, O_TARGET, O_ROUNDS, O_OUT, O_URL, O_TOPIC, O_CONLY,
-		O_CLIENT };
+		O_CLIENT, O_MEMFILL };
 	static const struct option opts[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "producers", required_argument, NULL, 'p' },
@@ -567,6 +603,7 @@ main(int argc, char **argv)
 		{ "topic", required_argument, NULL, O_TOPIC },
 		{ "consume-only", no_argument, NULL, O_CONLY },
 		{ "client", required_argument, NULL, O_CLIENT },
+		{ "mem-fill", required_argument, NULL, O_MEMFILL },
 		{ "broker-pid", required_argument, NULL, O_PID },
 		{ "label", required_argument, NULL, O_LABEL },
 		{ "csv", required_argument, NULL, O_CSV },
@@ -622,6 +659,16 @@ main(int argc, char **argv)
 			snprintf(c.topic, sizeof(c.topic), "%s", optarg);
 			break;
 		case O_CONLY: c.consume_only = 1; break;
+		case O_MEMFILL: {
+			unsigned long mib = strtoul(optarg, &end, 10);
+
+			if (*end || mib < 1 || mib > 65536) {
+				fprintf(stderr, "plexmq-bench: --mem-fill: "
+				    "1..65536 MiB\n");
+				return 2;
+			}
+			return mem_fill(mib);
+		}
 		case O_CLIENT:
 			if (strcmp(optarg, "mosquitto") == 0) {
 #ifdef HAVE_LIBMOSQUITTO

@@ -308,21 +308,33 @@ fsync = never" ""
 		    --target "plexmqd-kafka=kafka://127.0.0.1:$PX_KAFKA@$CP" \
 		    --rounds 1 -p 1 -c 1 -n $CR_N -s $CR_S --topic coldread \
 		    --consume-only
+		# The same read with the log now in the page cache: the
+		# ceiling of broker, loopback and client without the disk.
+		cmp coldhot "Hot log read: the same 1 GiB again, page cache warm" \
+		    --target "plexmqd-kafka=kafka://127.0.0.1:$PX_KAFKA@$CP" \
+		    --rounds 1 -p 1 -c 1 -n $CR_N -s $CR_S --topic coldread \
+		    --consume-only
 		stop_pid "$CP"
-		# Three O_DIRECT reads (the reference is their median: this
-		# disk's speed varies from run to run), then one buffered.
+		# Three O_DIRECT reads and three buffered ones (the
+		# references are their medians: this disk's speed varies from
+		# run to run); buffered is the disk as a page-cache reader
+		# sees it.
 		echo "== fio cold sequential read"
-		for i in 1 2 3; do
-			(cd "$W/fior" && drop_caches &&
-			    $FIOR --output-format=json >"$W/fio-read-$i.json") \
-			    2>>"$W/fior.err" ||
-			    echo "run-suite: fio read failed: $(cat "$W/fior.err")" >&2
+		for run in "$FIOR fio-read" "$FIOB fio-read-buffered"; do
+			for i in 1 2 3; do
+				(cd "$W/fior" && drop_caches &&
+				    ${run% *} --output-format=json \
+				    >"$W/${run##* }-$i.json") 2>>"$W/fior.err" ||
+				    echo "run-suite: fio read failed: $(cat "$W/fior.err")" >&2
+			done
 		done
-		(cd "$W/fior" && drop_caches &&
-		    $FIOB --output-format=json >"$W/fio-read-buffered.json") \
-		    2>>"$W/fior.err" ||
-		    echo "run-suite: fio read failed: $(cat "$W/fior.err")" >&2
-		echo "fio (cold read reference): before the fill: $FIOW; after the log read, 3 times: sync; echo 3 > /proc/sys/vm/drop_caches; $FIOR (median); for context, once more without --direct=1" >>"$CMDS"
+		# What filling 1 GiB of fresh memory costs (the page cache
+		# of a cold read is fresh memory).
+		drop_caches && $BENCH --mem-fill 1024 \
+		    >"$W/mem-fill.txt" 2>&1 || :
+		echo "coldhot: the coldread command again on the same plexmqd (page cache warm)" >>"$CMDS"
+		echo "fio (cold read reference): before the fill: $FIOW; after the log read, 3 times: sync; echo 3 > /proc/sys/vm/drop_caches; $FIOR (median); 3 times the same without --direct=1 (median)" >>"$CMDS"
+		echo "mem-fill: sync; echo 3 > /proc/sys/vm/drop_caches; plexmq-bench --mem-fill 1024" >>"$CMDS"
 	else
 		echo "run-suite: coldread: cannot drop the page cache (not root?)" >&2
 		echo "cannot drop caches" >"$W/coldread-skipped.txt"
