@@ -177,7 +177,10 @@ void logs_wait_cancel(pmq_waiter *w);
  * batch_build writes (the message key if it has one, else the MQTT
  * topic), so Kafka clients computing partitions agree and one device
  * stays in order.  done (may be NULL) gets the partition and offset
- * (n_delivered 0) once the record is durable.
+ * (n_delivered 0) once the record is durable, or the error.  The
+ * publishes of one loop turn to one partition are appended as one record
+ * batch at the end of the turn, a record each, their offsets in call
+ * order; m is referenced until then.
  */
 int logs_append_msg(const pmq_msg *m, pmq_publish_fn done, void *arg);
 
