@@ -68,6 +68,8 @@ struct partition {
 	size_t pend_bytes;
 	struct partition *pend_next; /* on pend_list while listed */
 	int pend_listed;
+	uint32_t n_retry;     /* pend[0..n_retry): back from a full storage */
+	int split;            /* one publish per batch until an append works */
 };
 
 struct topic {
@@ -421,14 +423,21 @@ logs_op_new(enum op_kind kind, struct topic *t, struct partition *p,
 static void
 logs_op_free(struct op *op)
 {
+	uint32_t i;
+
 	if (op->t != NULL)
 		logs_topic_unref(op->t);
+	for (i = 0; op->pubs != NULL && i < op->n_pubs; i++)
+		msg_unref(op->pubs[i].m);
 	free(op->pubs);
 	free(op);
 }
 
 static void logs_io_done(void *arg, int status, int64_t value,
     const void *data, size_t len);
+static void pend_schedule(struct partition *p);
+static int pend_requeue(struct partition *p, struct pend *pubs, uint32_t n);
+static void pend_fail_now(struct pend *pubs, uint32_t n, int status);
 static void logs_op_complete(struct op *op, int status, int64_t value,
     const void *data, size_t len);
 
@@ -978,6 +987,8 @@ logs_append_finish(struct op *op, int status, int64_t value)
 			(void)logs_part_resync(p);
 		log_warn("%s: %s-%d: appends resume at offset %lld", __func__,
 		    t->name, (int)p->id, (long long)p->log_end);
+		if (p->n_pend > 0) /* publishes held while draining */
+			pend_schedule(p);
 	}
 	return status;
 }
@@ -1275,12 +1286,26 @@ logs_op_complete(struct op *op, int status, int64_t value, const void *data,
 		    .partition = -1, .offset = -1};
 		uint32_t i;
 
+		/* The storage found no room for this batch itself (not a
+		 * failure passed on from an earlier one): retry it one
+		 * publish at a time, as if it had never been batched. */
+		int full = op->base >= 0 && status == PMQ_ERR_NOSPC &&
+		    p->fail_err == 0 && !t->deleting;
+
 		if (op->base < 0)
 			status = op->status; /* never submitted */
 		else
 			status = logs_append_finish(op, status, value);
-		if (status == PMQ_OK)
+		if (full && op->n_pubs > 1 && !closing &&
+		    pend_requeue(p, op->pubs, op->n_pubs) == PMQ_OK) {
+			op->pubs = NULL; /* the queue has them now */
+			op->n_pubs = 0;
+			break;
+		}
+		if (status == PMQ_OK) {
 			r.partition = p->id;
+			p->split = 0;
+		}
 		/* One record per publish, in the order they were queued. */
 		for (i = 0; i < op->n_pubs; i++) {
 			r.offset = status == PMQ_OK ? op->base + i : -1;
@@ -1450,7 +1475,15 @@ logs_rule_find(const char *topic)
  * record each; the batch's completion gives every publisher its own
  * offset, in queue order, so each connection's acks stay in order.  No
  * publish waits for a later turn: the latency cost is nil, and a lone
- * publish is a batch of one as before. */
+ * publish is a batch of one as before.
+ *
+ * A full storage must answer as it did for one publish at a time (the
+ * first that does not fit fails, and so does each later one of its size)
+ * rather than fail a batch and then take a smaller one: a batch whose own
+ * append fails with PMQ_ERR_NOSPC goes back to the head of the queue, and
+ * the partition appends one publish per batch ("split") until an append
+ * succeeds again.  While the partition drains after a failed append
+ * (fail_err), its publishes wait for the resync instead of failing. */
 
 /* A batch stays below Kafka's default message.max.bytes (1 MiB) so that
  * any Kafka consumer can fetch it. */
@@ -1476,62 +1509,112 @@ pend_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Queue m for p's batch of this turn.  PMQ_OK or PMQ_ERR_NOMEM. */
+/* Have p's queue flushed at the end of this loop turn. */
+static void
+pend_schedule(struct partition *p)
+{
+	if (p->pend_listed || pend_ev == NULL)
+		return;
+	p->pend_listed = 1;
+	p->pend_next = pend_list;
+	pend_list = p;
+	logs_topic_ref(p->t); /* p lives in its topic */
+	event_active(pend_ev, EV_TIMEOUT, 0);
+}
+
+/* Room for n more entries in p's queue.  PMQ_OK or PMQ_ERR_NOMEM. */
+static int
+pend_grow(struct partition *p, uint32_t n)
+{
+	uint32_t nc = p->cap_pend ? p->cap_pend : 16;
+	struct pend *np;
+
+	if (p->n_pend + n <= p->cap_pend)
+		return PMQ_OK;
+	while (nc < p->n_pend + n)
+		nc *= 2;
+	np = realloc(p->pend, nc * sizeof *np);
+	if (np == NULL)
+		return PMQ_ERR_NOMEM;
+	p->pend = np;
+	p->cap_pend = nc;
+	return PMQ_OK;
+}
+
+/* Queue m for p's batch of this turn.  PMQ_OK, PMQ_ERR_NOMEM, or
+ * PMQ_ERR_AGAIN when a draining partition already holds a batch's worth
+ * (the bound of a queue that cannot leave yet). */
 static int
 pend_push(struct partition *p, const pmq_msg *m, pmq_publish_fn done,
     void *arg, size_t bytes)
 {
 	if (pend_ev == NULL)
 		return PMQ_ERR_CLOSED;
-	if (p->n_pend == p->cap_pend) {
-		uint32_t nc = p->cap_pend ? p->cap_pend * 2 : 16;
-		struct pend *np = realloc(p->pend, nc * sizeof *np);
-
-		if (np == NULL)
-			return PMQ_ERR_NOMEM;
-		p->pend = np;
-		p->cap_pend = nc;
-	}
+	if (p->fail_err != 0 && p->n_pend >= PEND_MAX_MSGS)
+		return PMQ_ERR_AGAIN;
+	if (pend_grow(p, 1) != PMQ_OK)
+		return PMQ_ERR_NOMEM;
 	/* The host's publish keeps m alive only for its call. */
 	p->pend[p->n_pend].m = msg_ref((pmq_msg *)m);
 	p->pend[p->n_pend].done = done;
 	p->pend[p->n_pend].arg = arg;
 	p->n_pend++;
 	p->pend_bytes += bytes;
-	if (!p->pend_listed) {
-		p->pend_listed = 1;
-		p->pend_next = pend_list;
-		pend_list = p;
-		logs_topic_ref(p->t); /* p lives in its topic */
-		event_active(pend_ev, EV_TIMEOUT, 0);
-	}
+	pend_schedule(p);
 	if (p->n_pend >= PEND_MAX_MSGS || p->pend_bytes >= PEND_MAX_BYTES)
 		pend_flush(p);
 	return PMQ_OK;
 }
 
-/* Build and append p's waiting publishes as one batch.  Every publisher's
- * done runs later, from the completion, also when this fails. */
-static void
-pend_flush(struct partition *p)
+/* The publishes of a batch whose own append found the storage full go
+ * back to the queue, ahead of everything queued after them but behind
+ * those of batches that failed before (completions come in order).
+ * Takes over pubs (and their message references). */
+static int
+pend_requeue(struct partition *p, struct pend *pubs, uint32_t n)
 {
-	struct pmq_msg_fields *f = NULL;
-	const struct pmq_msg_fields **fp = NULL;
-	struct pend *pubs = p->pend;
-	uint32_t n = p->n_pend, i;
-	struct op *op;
+	if (pend_grow(p, n) != PMQ_OK)
+		return PMQ_ERR_NOMEM;
+	memmove(p->pend + p->n_retry + n, p->pend + p->n_retry,
+	    (p->n_pend - p->n_retry) * sizeof *p->pend);
+	memcpy(p->pend + p->n_retry, pubs, n * sizeof *pubs);
+	p->n_pend += n;
+	p->n_retry += n;
+	free(pubs);
+	p->split = 1;
+	pend_schedule(p);
+	return PMQ_OK;
+}
+
+/* Tell each publisher of pubs[0..n) now (no memory for an op, or
+ * shutdown) and drop their message references; pubs stays the caller's. */
+static void
+pend_fail_now(struct pend *pubs, uint32_t n, int status)
+{
+	struct pmq_publish_result r = {.size = sizeof r, .partition = -1,
+	    .offset = -1};
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		msg_unref(pubs[i].m);
+		if (pubs[i].done != NULL)
+			pubs[i].done(pubs[i].arg, status, &r);
+	}
+}
+
+/* Append pubs[0..n) (taken over) as one batch.  Every publisher's done
+ * runs later, from the completion, also when this fails. */
+static void
+pend_submit(struct partition *p, struct pend *pubs, uint32_t n)
+{
+	struct pmq_msg_fields *f = calloc(n, sizeof *f);
+	const struct pmq_msg_fields **fp = calloc(n, sizeof *fp);
+	struct op *op = logs_op_new(OP_PUBLISH, p->t, p, NULL);
 	void *buf = NULL;
 	size_t len = 0;
+	uint32_t i;
 	int rc = PMQ_ERR_NOMEM;
 
-	if (n == 0)
-		return;
-	p->pend = NULL;
-	p->n_pend = p->cap_pend = 0;
-	p->pend_bytes = 0;
-	op = logs_op_new(OP_PUBLISH, p->t, p, NULL);
-	f = calloc(n, sizeof *f);
-	fp = calloc(n, sizeof *fp);
 	if (op != NULL && f != NULL && fp != NULL) {
 		for (i = 0; i < n; i++) {
 			f[i].size = sizeof f[i];
@@ -1540,23 +1623,15 @@ pend_flush(struct partition *p)
 		}
 		rc = batch_build(fp, n, 0, &buf, &len);
 	}
-	for (i = 0; i < n; i++) /* batch_build copied what it needs */
-		msg_unref(pubs[i].m);
 	free(f);
 	free(fp);
 	if (op == NULL) {
-		/* No memory for even the op: tell each publisher now. */
-		struct pmq_publish_result r = {.size = sizeof r,
-		    .partition = -1, .offset = -1};
-
-		for (i = 0; i < n; i++)
-			if (pubs[i].done != NULL)
-				pubs[i].done(pubs[i].arg, PMQ_ERR_NOMEM, &r);
-		free(pubs);
 		free(buf);
+		pend_fail_now(pubs, n, PMQ_ERR_NOMEM);
+		free(pubs);
 		return;
 	}
-	op->pubs = pubs;
+	op->pubs = pubs; /* messages kept until the op ends: a retry */
 	op->n_pubs = n;
 	if (rc == PMQ_OK)
 		rc = p->t->deleting ? PMQ_ERR_NOTFOUND :
@@ -1569,6 +1644,36 @@ pend_flush(struct partition *p)
 		if (logs_post(op) != PMQ_OK)
 			logs_op_complete(op, rc, 0, NULL, 0); /* frees op */
 	}
+}
+
+/* Append p's waiting publishes: one batch, or one per publish while
+ * split.  A partition draining after a failed append keeps them until its
+ * resync (logs_append_finish schedules the flush again). */
+static void
+pend_flush(struct partition *p)
+{
+	struct pend *pubs = p->pend, *one;
+	uint32_t n = p->n_pend, i;
+
+	if (n == 0 || p->fail_err != 0)
+		return;
+	p->pend = NULL;
+	p->n_pend = p->cap_pend = p->n_retry = 0;
+	p->pend_bytes = 0;
+	if (!p->split) {
+		pend_submit(p, pubs, n);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		one = malloc(sizeof *one);
+		if (one == NULL) {
+			pend_fail_now(pubs + i, 1, PMQ_ERR_NOMEM);
+			continue;
+		}
+		*one = pubs[i];
+		pend_submit(p, one, 1);
+	}
+	free(pubs);
 }
 
 int
@@ -1824,6 +1929,17 @@ logs_shutdown(void)
 	if (pending > 0)
 		log_error("%s: %zu storage operations still pending; their "
 		    "topics are leaked", __func__, pending);
+	/* Publishes a draining partition still held: they cannot be
+	 * stored now. */
+	for (size_t i = 0; i < n_topics; i++)
+		for (int32_t j = 0; j < topics[i]->cfg.partitions; j++) {
+			struct partition *p = &topics[i]->parts[j];
+
+			pend_fail_now(p->pend, p->n_pend, PMQ_ERR_CLOSED);
+			free(p->pend);
+			p->pend = NULL;
+			p->n_pend = p->cap_pend = p->n_retry = 0;
+		}
 	while (n_topics > 0) {
 		struct topic *t = topics[n_topics - 1];
 

@@ -1130,6 +1130,101 @@ test_publish_batched(void **state)
 	teardown(NULL);
 }
 
+/* ---- a storage that is full for some appends ----
+ *
+ * full_mode 0: every append is stored; 1: appends of more than one record
+ * find no room (PMQ_ERR_NOSPC, nothing stored); 2: no append finds room. */
+static int full_mode;
+
+static void
+full_append(void *st, void *log, const struct pmq_batch_meta *m,
+    const void *data, size_t len, pmq_io *io)
+{
+	if (full_mode == 2 || (full_mode == 1 && m->records > 1)) {
+		storage_io_done(io, PMQ_ERR_NOSPC, 0);
+		return;
+	}
+	sops->log_append(st, log, m, data, len, io);
+}
+
+/* Records in the batch holding offset off of log "all". */
+static uint32_t
+batch_records_at(int64_t off)
+{
+	struct res rd = {0};
+	struct pmq_batch_meta meta;
+
+	assert_int_equal(logs_read("all", 0, off, 1, read_cb, &rd), PMQ_OK);
+	RUN_UNTIL(rd.called);
+	assert_int_equal(rd.status, PMQ_OK);
+	assert_int_equal(batch_validate(rd.data, rd.len, &meta), PMQ_OK);
+	return meta.records;
+}
+
+/* A full storage answers a turn's publishes as it did one at a time: a
+ * batch with no room is retried one publish per batch (so the ones that
+ * fit are stored, in order), a storage with no room at all fails each
+ * publish, and batching resumes after the first append that works. */
+static void
+test_publish_batched_full(void **state)
+{
+	struct config_rule rules[] = {
+	    {.name = "all", .line = 1, .match = "#", .log = "all",
+	     .partitions = 1, .retention_ms = -1, .retention_bytes = -1},
+	};
+	struct res r[3];
+	size_t i;
+
+	(void)state;
+	start(rules, 1, NULL);
+	lie_ops = *sops;
+	lie_ops.log_append = full_append;
+	stor.ops = &lie_ops;
+
+	full_mode = 1; /* room for one record at a time */
+	for (i = 0; i < 3; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, 3));
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(r[i].status, PMQ_OK);
+		assert_int_equal(r[i].pub.offset, (int64_t)i);
+		assert_int_equal(batch_records_at((int64_t)i), 1);
+	}
+
+	full_mode = 2; /* no room at all: each publish fails */
+	for (i = 0; i < 3; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, 3));
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(r[i].status, PMQ_ERR_NOSPC);
+		assert_int_equal(r[i].pub.offset, -1);
+	}
+	/* Still one publish per batch, still failing. */
+	for (i = 0; i < 2; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, 2));
+	assert_int_equal(r[0].status, PMQ_ERR_NOSPC);
+	assert_int_equal(r[1].status, PMQ_ERR_NOSPC);
+
+	full_mode = 0; /* room again: stored one by one, then batched */
+	for (i = 0; i < 2; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, 2));
+	assert_int_equal(r[0].status, PMQ_OK);
+	assert_int_equal(r[0].pub.offset, 3);
+	assert_int_equal(r[1].pub.offset, 4);
+	assert_int_equal(batch_records_at(3), 1);
+	for (i = 0; i < 2; i++)
+		publish_nowait("a/b", &r[i]);
+	RUN_UNTIL(all_called(r, 2));
+	assert_int_equal(r[0].pub.offset, 5);
+	assert_int_equal(r[1].pub.offset, 6);
+	assert_int_equal(batch_records_at(5), 2);
+	stor.ops = sops;
+	full_mode = 0;
+	teardown(NULL);
+}
+
 static void
 test_failed_append_resync(void **state)
 {
@@ -1284,6 +1379,7 @@ main(void)
 	    cmocka_unit_test(test_restart_keeps_topics),
 	    cmocka_unit_test(test_rules),
 	    cmocka_unit_test(test_publish_batched),
+	    cmocka_unit_test(test_publish_batched_full),
 	    cmocka_unit_test(test_retention_bytes),
 	    cmocka_unit_test(test_read_ref),
 	    cmocka_unit_test(test_read_stored),
