@@ -98,12 +98,11 @@ struct op {
 
 struct fs {
 	pmq_instance *inst;
-	char *dir_cfg; /* owned; NULL: the host's data_dir */
-	enum fs_sync sync;
-	int64_t interval_ms;
+	/* dir (NULL: the host's data_dir), fsync, fsync_interval_ms,
+	 * read_only */
+	struct storecfg cfg;
 	uint64_t segment_bytes;
 	uint64_t index_interval;
-	int cfg_rdonly; /* read_only = yes */
 	int zero_copy;  /* zero_copy = yes: file pieces in extents answers */
 	/* /dev/null open for writing: log_read_extents warms a file piece's
 	 * pages by sendfile()ing it there.  -1: none, or sendfile to it
@@ -145,7 +144,7 @@ struct fs {
 
 /* ---- small accessors used by segment.c and journal.c ---- */
 
-enum fs_sync fs_policy(const struct fs *s) { return s->sync; }
+enum storecfg_fsync fs_policy(const struct fs *s) { return s->cfg.fsync; }
 pmq_instance *fs_inst(const struct fs *s) { return s->inst; }
 uint64_t fs_segment_bytes(const struct fs *s) { return s->segment_bytes; }
 uint64_t fs_index_interval(const struct fs *s) { return s->index_interval; }
@@ -203,7 +202,7 @@ int fs_sync_fd(struct fs *s, int fd)
 
 int fs_sync_dir(struct fs *s, const char *path)
 {
-	if (s->sync == FS_SYNC_NEVER)
+	if (s->cfg.fsync == STORECFG_FSYNC_NEVER)
 		return 0;
 	atomic_fetch_add(&s->fsyncs, 1);
 	return fs_fsync_dir(path);
@@ -224,7 +223,7 @@ int fs_dirty_add(struct fs *s, uint64_t id, int fd)
 	size_t i;
 	int rc = 0;
 
-	if (s->sync == FS_SYNC_NEVER)
+	if (s->cfg.fsync == STORECFG_FSYNC_NEVER)
 		return 0;
 	pthread_mutex_lock(&s->dmu);
 	for (i = 0; i < s->ndirty; i++)
@@ -254,7 +253,7 @@ void fs_dirty_close(struct fs *s, uint64_t id, int sync)
 {
 	size_t i;
 
-	if (s->sync == FS_SYNC_NEVER)
+	if (s->cfg.fsync == STORECFG_FSYNC_NEVER)
 		return;
 	pthread_mutex_lock(&s->dmu);
 	for (i = 0; i < s->ndirty; i++) {
@@ -270,7 +269,7 @@ void fs_dirty_close(struct fs *s, uint64_t id, int sync)
 			            "file storage: fsync: %s", strerror(-d->err));
 		/* always: the entry stays until the group ends, with its
 		 * result; interval: nothing waits for it. */
-		if (s->sync != FS_SYNC_ALWAYS)
+		if (s->cfg.fsync != STORECFG_FSYNC_ALWAYS)
 			s->dirty[i] = s->dirty[--s->ndirty];
 		break;
 	}
@@ -305,7 +304,7 @@ static void sync_all(struct fs *s)
 			            "file storage: fdatasync: %s",
 			            strerror(-d->err));
 	}
-	if (s->sync != FS_SYNC_ALWAYS)
+	if (s->cfg.fsync != STORECFG_FSYNC_ALWAYS)
 		s->ndirty = 0;
 	pthread_mutex_unlock(&s->dmu);
 }
@@ -495,7 +494,7 @@ static void run_group(struct fs *s, struct op *batch)
 		    o->kind != OP_EXTENTS && o->kind != OP_TIME)
 			fs_note_refused(s);
 	}
-	if (s->sync == FS_SYNC_ALWAYS) {
+	if (s->cfg.fsync == STORECFG_FSYNC_ALWAYS) {
 		sync_all(s);
 		for (o = batch; o; o = o->next) {
 			int err;
@@ -610,11 +609,12 @@ static void *writer(void *arg)
 			int64_t due;
 			struct timespec ts;
 
-			if (s->sync != FS_SYNC_INTERVAL || dirty_count(s) == 0) {
+			if (s->cfg.fsync != STORECFG_FSYNC_INTERVAL ||
+			    dirty_count(s) == 0) {
 				pthread_cond_wait(&s->work_cv, &s->mu);
 				continue;
 			}
-			due = s->last_sync_ms + s->interval_ms;
+			due = s->last_sync_ms + s->cfg.interval_ms;
 			if (mono_ms() >= due) {
 				s->busy = 1;
 				pthread_mutex_unlock(&s->mu);
@@ -644,7 +644,7 @@ static void *writer(void *arg)
 			pthread_cond_broadcast(&s->idle_cv);
 	}
 	pthread_mutex_unlock(&s->mu);
-	if (s->sync == FS_SYNC_INTERVAL)
+	if (s->cfg.fsync == STORECFG_FSYNC_INTERVAL)
 		sync_all(s);
 	return NULL;
 }
@@ -734,8 +734,7 @@ static void *fs_create(pmq_instance *inst)
 		return NULL;
 	}
 	s->inst = inst;
-	s->sync = FS_SYNC_ALWAYS;
-	s->interval_ms = 1000;
+	storecfg_init(&s->cfg);
 	s->segment_bytes = 64u << 20;
 	s->index_interval = 4096;
 	s->lock_fd = -1;
@@ -787,50 +786,11 @@ static int fs_configure(void *st, const char *key, const char *value,
 {
 	struct fs *s = st;
 	uint64_t sz;
-	int64_t v;
+	int rc;
 
-	if (strcmp(key, "dir") == 0) {
-		char *d;
-
-		if (*value == '\0') {
-			snprintf(err, err_len, "dir: empty");
-			return PMQ_ERR_CONFIG;
-		}
-		d = strdup(value);
-		if (d == NULL) {
-			snprintf(err, err_len, "dir: out of memory");
-			return PMQ_ERR_CONFIG;
-		}
-		free(s->dir_cfg);
-		s->dir_cfg = d;
-		return PMQ_OK;
-	}
-	if (strcmp(key, "fsync") == 0) {
-		if (strcmp(value, "always") == 0)
-			s->sync = FS_SYNC_ALWAYS;
-		else if (strcmp(value, "interval") == 0)
-			s->sync = FS_SYNC_INTERVAL;
-		else if (strcmp(value, "never") == 0)
-			s->sync = FS_SYNC_NEVER;
-		else {
-			snprintf(err, err_len,
-			         "fsync: want always, interval or never, got "
-			         "'%s'", value);
-			return PMQ_ERR_CONFIG;
-		}
-		return PMQ_OK;
-	}
-	if (strcmp(key, "fsync_interval_ms") == 0) {
-		if (fs_api->cfg_duration_ms(value, &v) != PMQ_OK || v < 1 ||
-		    v > 3600000) {
-			snprintf(err, err_len,
-			         "fsync_interval_ms: want 1ms..1h, got '%s'",
-			         value);
-			return PMQ_ERR_CONFIG;
-		}
-		s->interval_ms = v;
-		return PMQ_OK;
-	}
+	rc = storecfg_key(fs_api, &s->cfg, key, value, err, err_len);
+	if (rc != PMQ_ERR_NOTFOUND)
+		return rc;
 	if (strcmp(key, "segment_bytes") == 0) {
 		if (fs_api->cfg_size(value, &sz) != PMQ_OK || sz < 1024 ||
 		    sz > (1u << 30)) {
@@ -839,17 +799,6 @@ static int fs_configure(void *st, const char *key, const char *value,
 			return PMQ_ERR_CONFIG;
 		}
 		s->segment_bytes = sz;
-		return PMQ_OK;
-	}
-	if (strcmp(key, "read_only") == 0) {
-		int b;
-
-		if (fs_api->cfg_bool(value, &b) != PMQ_OK) {
-			snprintf(err, err_len, "read_only: want yes or no, got "
-			         "'%s'", value);
-			return PMQ_ERR_CONFIG;
-		}
-		s->cfg_rdonly = b;
 		return PMQ_OK;
 	}
 	if (strcmp(key, "zero_copy") == 0) {
@@ -925,12 +874,6 @@ static void sweep_deleting(struct fs *s)
 	closedir(d);
 }
 
-static const char *policy_name(enum fs_sync p)
-{
-	return p == FS_SYNC_ALWAYS ? "always"
-	       : p == FS_SYNC_INTERVAL ? "interval" : "never";
-}
-
 /*
  * One daemon per directory: two writers would interleave.  A writer holds
  * LOCK exclusively.  A read-only store takes it shared when the file is
@@ -985,7 +928,7 @@ static int take_lock(struct fs *s, const char *lock)
 static int fs_start(void *st)
 {
 	struct fs *s = st;
-	const char *base = s->dir_cfg ? s->dir_cfg : fs_api->data_dir();
+	const char *base = s->cfg.dir ? s->cfg.dir : fs_api->data_dir();
 	char *lock;
 	int rc;
 
@@ -1000,7 +943,7 @@ static int fs_start(void *st)
 		free(lock);
 		return PMQ_ERR_NOMEM;
 	}
-	if (s->cfg_rdonly) {
+	if (s->cfg.read_only) {
 		s->rdonly = 1;
 		fs_api->log(s->inst, PMQ_LOG_INFO,
 		            "file storage: %s: read_only = yes: writes will "
@@ -1059,7 +1002,8 @@ static int fs_start(void *st)
 	s->running = 1;
 	fs_api->log(s->inst, PMQ_LOG_INFO,
 	            "file storage: %s, fsync = %s, segments of %" PRIu64
-	            " bytes%s", s->dir, policy_name(s->sync), s->segment_bytes,
+	            " bytes%s", s->dir, storecfg_fsync_name(s->cfg.fsync),
+	            s->segment_bytes,
 	            s->rdonly ? "; READ-ONLY: writes will fail" : "");
 	return PMQ_OK;
 }
@@ -1112,7 +1056,7 @@ static void fs_destroy(void *st)
 	free(s->failed);
 	free(s->dir);
 	free(s->logs_dir);
-	free(s->dir_cfg);
+	storecfg_free(&s->cfg);
 	pthread_cond_destroy(&s->work_cv);
 	pthread_cond_destroy(&s->idle_cv);
 	pthread_mutex_destroy(&s->dmu);

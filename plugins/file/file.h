@@ -2,7 +2,8 @@
  * file.h - internals shared by the files of the "file" storage plugin
  * (file.c: the store, its I/O thread and group commit; segment.c: logs as
  * segment files with sparse indexes, recovery; journal.c: key-value state
- * in a journal and snapshot; util.c: CRC32C and careful syscalls).
+ * in a journal and snapshot; util.c: CRC32C and careful syscalls; the
+ * keys shared with the lmdb plugin are parsed by ../common/storecfg.c).
  * Nothing here is part of the plugin ABI; docs/storage-file.md describes
  * the on-disk format.
  *
@@ -22,9 +23,9 @@
 
 #include <plexmq/plexmq.h>
 
-extern const struct pmq_host_api *fs_api;
+#include "../common/storecfg.h"
 
-enum fs_sync { FS_SYNC_ALWAYS, FS_SYNC_INTERVAL, FS_SYNC_NEVER };
+extern const struct pmq_host_api *fs_api;
 
 /* ---- util.c ---- */
 
@@ -85,7 +86,7 @@ int fs_sync_dir(struct fs *s, const char *path);
 /* fdatasync fd (counted); 0 or -errno. */
 int fs_sync_fd(struct fs *s, int fd);
 uint64_t fs_new_file_id(struct fs *s);
-enum fs_sync fs_policy(const struct fs *s);
+enum storecfg_fsync fs_policy(const struct fs *s);
 pmq_instance *fs_inst(const struct fs *s);
 uint64_t fs_segment_bytes(const struct fs *s);
 uint64_t fs_index_interval(const struct fs *s);

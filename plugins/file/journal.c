@@ -511,7 +511,7 @@ int fkv_open(struct fs *s, struct fkv *kv, const char *dir)
 			close(fd);
 			return rc;
 		}
-		if (fs_policy(s) != FS_SYNC_NEVER)
+		if (fs_policy(s) != STORECFG_FSYNC_NEVER)
 			fs_sync_fd(s, fd);
 	}
 	kv->jfd = fd;

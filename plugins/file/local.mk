@@ -2,7 +2,8 @@
 # the top Makefile.am (paths are relative to the top directory).
 plugin_LTLIBRARIES += plugins/file.la
 plugins_file_la_SOURCES = plugins/file/file.c plugins/file/file.h \
-	plugins/file/segment.c plugins/file/journal.c plugins/file/util.c
+	plugins/file/segment.c plugins/file/journal.c plugins/file/util.c \
+	plugins/common/storecfg.c plugins/common/storecfg.h
 plugins_file_la_LDFLAGS = $(AM_LDFLAGS) $(PLUGIN_LDFLAGS)
 plugins_file_la_LIBADD = -lpthread
 

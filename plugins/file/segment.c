@@ -494,7 +494,7 @@ static int seg_cut(struct fs *s, struct flog *l, struct seg *g, int fd,
 		            ": %s", l->dir, g->base, strerror(-rc));
 		return fs_errno_err(-rc);
 	}
-	if (fs_policy(s) != FS_SYNC_NEVER)
+	if (fs_policy(s) != STORECFG_FSYNC_NEVER)
 		fs_sync_fd(s, fd);
 	return PMQ_OK;
 }
@@ -714,7 +714,7 @@ static int start_store(struct fs *s, const struct flog *l, int64_t v)
 		goto out;
 	}
 	rc = fs_pwrite_full(fd, b, sizeof(b), 0);
-	if (rc == 0 && fs_policy(s) != FS_SYNC_NEVER)
+	if (rc == 0 && fs_policy(s) != STORECFG_FSYNC_NEVER)
 		rc = fs_sync_fd(s, fd);
 	close(fd);
 	if (rc == 0 && rename(tmp, p) != 0)

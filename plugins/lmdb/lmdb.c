@@ -57,14 +57,13 @@
 
 #include <plexmq/plexmq.h>
 
-static const struct pmq_host_api *api;
+#include "../common/storecfg.h"
 
-enum fsync_mode { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
+static const struct pmq_host_api *api;
 
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)     /* 1G */
 #define DEFAULT_MAP_MAX ((uint64_t)64 << 30)     /* 64G, address space only */
 #define MIN_MAP_SIZE ((uint64_t)64 << 10)
-#define DEFAULT_INTERVAL_MS 1000
 #define BATCH_HDR 16       /* records, version, max timestamp */
 #define BATCH_VERSION 1u
 #define META_LEN 20        /* id, start, end */
@@ -134,12 +133,10 @@ struct op {
 
 struct lm {
 	pmq_instance *inst;
-	char *dir;            /* owned; NULL: data_dir/lmdb */
-	enum fsync_mode fsync;
-	int64_t interval_ms;
+	/* dir (NULL: data_dir/lmdb), fsync, fsync_interval_ms, read_only */
+	struct storecfg cfg;
 	uint64_t map_size, map_max;
 	int map_max_set;
-	int cfg_rdonly;       /* read_only = yes */
 	int rdonly;           /* the env is open MDB_RDONLY (set at start) */
 	int nolock;           /* ... and MDB_NOLOCK */
 	uint64_t refused;     /* writes refused as read-only; under mu */
@@ -867,7 +864,7 @@ static int run_group(struct lm *m, struct op *list, int nested)
 	rc = mdb_txn_commit(txn);
 	if (rc == 0 && wrote) {
 		m->commits++;
-		if (m->fsync == FSYNC_ALWAYS)
+		if (m->cfg.fsync == STORECFG_FSYNC_ALWAYS)
 			m->syncs++; /* the commit synced */
 		else
 			m->dirty = 1;
@@ -1012,8 +1009,10 @@ static void *writer(void *arg)
 	pthread_mutex_lock(&m->mu);
 	for (;;) {
 		while (m->head == NULL && !m->stopping) {
-			if (m->fsync == FSYNC_INTERVAL && m->dirty) {
-				int64_t due = m->last_sync_ms + m->interval_ms;
+			if (m->cfg.fsync == STORECFG_FSYNC_INTERVAL &&
+			    m->dirty) {
+				int64_t due = m->last_sync_ms +
+				              m->cfg.interval_ms;
 				struct timespec ts;
 
 				int64_t left = due - mono_ms();
@@ -1060,8 +1059,8 @@ static void *writer(void *arg)
 		} else if (list != NULL) {
 			commit_group(m, list);
 		}
-		if (m->fsync == FSYNC_INTERVAL && m->dirty &&
-		    mono_ms() - m->last_sync_ms >= m->interval_ms)
+		if (m->cfg.fsync == STORECFG_FSYNC_INTERVAL && m->dirty &&
+		    mono_ms() - m->last_sync_ms >= m->cfg.interval_ms)
 			do_sync(m);
 
 		/* The overlay now agrees with LMDB for these keys; removed
@@ -1108,7 +1107,7 @@ static void *writer(void *arg)
 			pthread_cond_broadcast(&m->idle_cv);
 	}
 	pthread_mutex_unlock(&m->mu);
-	if (m->fsync == FSYNC_INTERVAL && m->dirty)
+	if (m->cfg.fsync == STORECFG_FSYNC_INTERVAL && m->dirty)
 		do_sync(m); /* a clean stop leaves nothing unsynced */
 	return NULL;
 }
@@ -1237,8 +1236,7 @@ static void *lm_create(pmq_instance *inst)
 		return NULL;
 	}
 	m->inst = inst;
-	m->fsync = FSYNC_ALWAYS;
-	m->interval_ms = DEFAULT_INTERVAL_MS;
+	storecfg_init(&m->cfg);
 	m->map_size = DEFAULT_MAP_SIZE;
 	m->map_max = DEFAULT_MAP_MAX;
 	if (pthread_mutex_init(&m->mu, NULL) != 0)
@@ -1276,61 +1274,11 @@ static int lm_configure(void *st, const char *key, const char *value,
 {
 	struct lm *m = st;
 	uint64_t sz;
-	int64_t v;
+	int rc;
 
-	if (strcmp(key, "dir") == 0) {
-		char *d;
-
-		if (*value == '\0') {
-			snprintf(err, err_len, "dir: empty");
-			return PMQ_ERR_CONFIG;
-		}
-		d = strdup(value);
-		if (d == NULL) {
-			snprintf(err, err_len, "dir: out of memory");
-			return PMQ_ERR_CONFIG;
-		}
-		free(m->dir);
-		m->dir = d;
-		return PMQ_OK;
-	}
-	if (strcmp(key, "fsync") == 0) {
-		if (strcmp(value, "always") == 0)
-			m->fsync = FSYNC_ALWAYS;
-		else if (strcmp(value, "interval") == 0)
-			m->fsync = FSYNC_INTERVAL;
-		else if (strcmp(value, "never") == 0)
-			m->fsync = FSYNC_NEVER;
-		else {
-			snprintf(err, err_len,
-			         "fsync: want always, interval or never, got "
-			         "'%s'", value);
-			return PMQ_ERR_CONFIG;
-		}
-		return PMQ_OK;
-	}
-	if (strcmp(key, "fsync_interval_ms") == 0) {
-		if (api->cfg_duration_ms(value, &v) != PMQ_OK || v < 1 ||
-		    v > 3600000) {
-			snprintf(err, err_len,
-			         "fsync_interval_ms: want 1ms..1h, got '%s'",
-			         value);
-			return PMQ_ERR_CONFIG;
-		}
-		m->interval_ms = v;
-		return PMQ_OK;
-	}
-	if (strcmp(key, "read_only") == 0) {
-		int b;
-
-		if (api->cfg_bool(value, &b) != PMQ_OK) {
-			snprintf(err, err_len, "read_only: want yes or no, got "
-			         "'%s'", value);
-			return PMQ_ERR_CONFIG;
-		}
-		m->cfg_rdonly = b;
-		return PMQ_OK;
-	}
+	rc = storecfg_key(api, &m->cfg, key, value, err, err_len);
+	if (rc != PMQ_ERR_NOTFOUND)
+		return rc;
 	if (strcmp(key, "map_size") == 0 || strcmp(key, "map_size_max") == 0) {
 		if (api->cfg_size(value, &sz) != PMQ_OK || sz < MIN_MAP_SIZE ||
 		    sz > (uint64_t)SIZE_MAX / 2) {
@@ -1403,7 +1351,7 @@ static int sync_env_dirs(struct lm *m, const char *dir)
 	char *slash;
 	int rc;
 
-	if (m->fsync == FSYNC_NEVER)
+	if (m->cfg.fsync == STORECFG_FSYNC_NEVER)
 		return 0;
 	if ((rc = mdb_env_sync(m->env, 1)) != 0) {
 		api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: %s: sync: %s",
@@ -1494,11 +1442,11 @@ static int open_env(struct lm *m, const char *dir)
 	int rc, dead = 0;
 
 	m->rdonly = m->nolock = 0;
-	if (m->fsync == FSYNC_INTERVAL)
+	if (m->cfg.fsync == STORECFG_FSYNC_INTERVAL)
 		flags |= MDB_NOSYNC;
-	else if (m->fsync == FSYNC_NEVER)
+	else if (m->cfg.fsync == STORECFG_FSYNC_NEVER)
 		flags |= MDB_NOSYNC | MDB_NOMETASYNC;
-	if (m->cfg_rdonly) {
+	if (m->cfg.read_only) {
 		api->log(m->inst, PMQ_LOG_INFO,
 		         "lmdb storage: %s: read_only = yes: writes will fail, "
 		         "reads are served", dir);
@@ -1570,7 +1518,7 @@ static int lm_start(void *st)
 {
 	struct lm *m = st;
 	char buf[4096];
-	const char *dir = m->dir;
+	const char *dir = m->cfg.dir;
 	int rc;
 
 	if (m->running)
@@ -1595,7 +1543,7 @@ static int lm_start(void *st)
 		}
 		dir = buf;
 	}
-	if (!m->cfg_rdonly && (rc = mkdir_p(dir)) != 0) {
+	if (!m->cfg.read_only && (rc = mkdir_p(dir)) != 0) {
 		api->log(m->inst, PMQ_LOG_ERROR, "lmdb storage: mkdir %s: %s",
 		         dir, strerror(rc));
 		return rc == EACCES || rc == EROFS ? PMQ_ERR_RDONLY
@@ -1628,8 +1576,7 @@ static int lm_start(void *st)
 	api->log(m->inst, PMQ_LOG_INFO,
 	         "lmdb storage: %s, fsync = %s, map %zu bytes (max %llu)%s",
 	         dir,
-	         m->fsync == FSYNC_ALWAYS ? "always"
-	         : m->fsync == FSYNC_INTERVAL ? "interval" : "never",
+	         storecfg_fsync_name(m->cfg.fsync),
 	         m->cur_map, (unsigned long long)m->map_max,
 	         !m->rdonly ? ""
 	         : m->nolock ? "; READ-ONLY, no lock: writes will fail"
@@ -1681,7 +1628,7 @@ static void lm_destroy(void *st)
 	for (i = 0; i < m->nov; i++)
 		free(m->ov[i].k);
 	free(m->ov);
-	free(m->dir);
+	storecfg_free(&m->cfg);
 	pthread_cond_destroy(&m->idle_cv);
 	pthread_cond_destroy(&m->read_cv);
 	pthread_cond_destroy(&m->work_cv);

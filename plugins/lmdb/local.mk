@@ -4,7 +4,8 @@ EXTRA_DIST += docs/storage-lmdb.md
 
 if HAVE_LMDB
 plugin_LTLIBRARIES += plugins/lmdb.la
-plugins_lmdb_la_SOURCES = plugins/lmdb/lmdb.c
+plugins_lmdb_la_SOURCES = plugins/lmdb/lmdb.c \
+	plugins/common/storecfg.c plugins/common/storecfg.h
 plugins_lmdb_la_CFLAGS = $(AM_CFLAGS) $(LMDB_CFLAGS)
 plugins_lmdb_la_LDFLAGS = $(AM_LDFLAGS) $(PLUGIN_LDFLAGS)
 plugins_lmdb_la_LIBADD = $(LMDB_LIBS) -lpthread
