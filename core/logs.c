@@ -118,7 +118,6 @@ struct op {
 	union {
 		pmq_done_fn done;
 		pmq_append_fn append;
-		pmq_publish_fn publish;
 		pmq_read_fn read;
 		pmq_offset_fn offset;
 	} cb;
@@ -133,7 +132,7 @@ struct op {
 
 /* One publish waiting in its partition's batch. */
 struct pend {
-	pmq_msg *m;            /* a reference until the batch is built */
+	pmq_msg *m;            /* a reference until its append completes */
 	pmq_publish_fn done;
 	void *arg;
 };

@@ -1335,30 +1335,44 @@ static int read_walk(struct rd *r, int64_t offset, int64_t limit,
 	return rc;
 }
 
+/* Make room for need bytes in *buf (capacity *cap) for the frame at pos.
+ * The first allocation is sized for the whole answer (at most first, at
+ * most what the log holds past pos), so big reads never realloc-copy;
+ * later ones double. */
+static int rd_grow(struct rd *r, unsigned char **buf, size_t *cap,
+                   size_t need, uint64_t pos, size_t first)
+{
+	size_t nc;
+	unsigned char *nb;
+
+	if (need <= *cap)
+		return PMQ_OK;
+	if (*cap > 0) {
+		nc = *cap * 2;
+	} else {
+		uint64_t rest = log_bytes_from(r->l, r->si, pos);
+
+		nc = (size_t)(rest < first ? rest : first);
+	}
+	if (nc < need)
+		nc = need;
+	nb = realloc(*buf, nc);
+	if (nb == NULL)
+		return PMQ_ERR_NOMEM;
+	*buf = nb;
+	*cap = nc;
+	return PMQ_OK;
+}
+
 /* flog_read's taker: copy the frame's data (CRC checked) into r->buf. */
 static int take_copy(struct rd *r, uint64_t pos, const unsigned char *h,
                      const char **why, int *err)
 {
 	uint32_t len = fs_get32(h + 8);
 
-	if (r->total + len > r->cap) {
-		/* Sized once for the whole answer (at most max_bytes, at most
-		 * what the log holds past here), so big reads never
-		 * realloc-copy. */
-		uint64_t rest = log_bytes_from(r->l, r->si, pos);
-		size_t nc = r->cap ? r->cap * 2
-		                   : (size_t)(rest < r->max_bytes ? rest
-		                                                  : r->max_bytes);
-		unsigned char *nb;
-
-		if (nc < r->total + len)
-			nc = r->total + len;
-		nb = realloc(r->buf, nc);
-		if (nb == NULL)
-			return PMQ_ERR_NOMEM;
-		r->buf = nb;
-		r->cap = nc;
-	}
+	if (rd_grow(r, &r->buf, &r->cap, r->total + len, pos,
+	            r->max_bytes) != PMQ_OK)
+		return PMQ_ERR_NOMEM;
 	if (frame_copy(r->rb, pos, h, r->buf + r->total, why, err) < 0)
 		return *err ? *err : PMQ_ERR_CORRUPT;
 	return PMQ_OK;
@@ -1555,27 +1569,12 @@ static int take_extent(struct rd *r, uint64_t pos, const unsigned char *h,
 		if (rc != PMQ_OK)
 			return rc;
 	}
-	if (a->mem_len + len > a->mem_cap) {
-		/* zero_copy = no: sized for the whole answer at once, as
-		 * flog_read does.  Else big frames mostly stay in the file:
-		 * start small and double. */
-		uint64_t rest = log_bytes_from(r->l, r->si, pos);
-		size_t want = r->max_bytes;
-
-		if (fs_zero_copy(r->s) && want > (256u << 10))
-			want = 256u << 10;
-		size_t nc = a->mem_cap ? a->mem_cap * 2
-		                       : (size_t)(rest < want ? rest : want);
-		unsigned char *nm;
-
-		if (nc < a->mem_len + len)
-			nc = a->mem_len + len;
-		nm = realloc(a->mem, nc);
-		if (nm == NULL)
-			return PMQ_ERR_NOMEM;
-		a->mem = nm;
-		a->mem_cap = nc;
-	}
+	/* zero_copy = no: sized for the whole answer at once, as flog_read
+	 * does.  Else big frames mostly stay in the file: start small. */
+	if (rd_grow(r, &a->mem, &a->mem_cap, a->mem_len + len, pos,
+	            fs_zero_copy(r->s) && r->max_bytes > (256u << 10) ?
+	            256u << 10 : r->max_bytes) != PMQ_OK)
+		return PMQ_ERR_NOMEM;
 	if (frame_copy(r->rb, pos, h, a->mem + a->mem_len, why, err) < 0)
 		return *err ? *err : PMQ_ERR_CORRUPT;
 	last = a->nv ? &a->v[a->nv - 1] : NULL;
